@@ -1,0 +1,252 @@
+"""Area-of-interest configuration: one YAML file per AOI, validated with pydantic.
+
+Example::
+
+    name: sample-town
+    bbox: [8.54, 47.36, 8.56, 47.38]       # or polygon: <GeoJSON geometry>
+    work_zoom: 18
+    shard_zoom: 16
+    imagery: {kind: geotiff, path: imagery/{step}.tif}
+    opendata: {kind: vector, path: opendata/{step}.geojson}
+    steps: ["2025-06-01", "2026-06-01"]
+    schedule: "@weekly"
+
+Relative source paths are resolved against the folder of the YAML file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from shapely.geometry import Polygon, box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.errors import ConfigError
+from pipeline.sources.specs import ImagerySpec, VectorSpec
+from pipeline.tiles import Shard, Tile, check_zooms, cover, group_into_shards
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+STEP_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Thresholds(BaseModel):
+    """Decision thresholds of the scoring stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qod_flag: float = Field(80.0, ge=0, le=100, description="Tiles below this QoD are flagged.")
+    iou_match: float = Field(0.4, gt=0, le=1, description="IoU for a predicted/open-data match.")
+    min_building_m2: float = Field(15.0, ge=0, description="Smaller predicted blobs are ignored.")
+    min_offset_m: float = Field(1.5, ge=0, description="Smallest shift reported as misaligned.")
+    hotspot_cell_zoom: int | None = Field(None, description="Cell zoom; default work_zoom - 2.")
+    hotspot_top_k: int = Field(5, ge=1)
+    change_min_m2: float = Field(20.0, ge=0)
+
+
+class TrainSettings(BaseModel):
+    """Training knobs of the AOI's model (defaults train in minutes on CPU)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_seconds: float = Field(150.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    chip_size: int | None = Field(None, ge=64)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    heldout_share: float = Field(0.15, gt=0, lt=1)
+    seed: int = 0
+
+
+class ModelSettings(BaseModel):
+    """Which model serves the AOI and how it is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("buildings", pattern=NAME_PATTERN.pattern)
+    arch: str | None = None
+    encoder: str | None = None
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+class AoiConfig(BaseModel):
+    """One AOI: where, at which zooms, from which sources, how often."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    bbox: tuple[float, float, float, float] | None = None
+    polygon: dict[str, Any] | None = None
+    work_zoom: int = Field(18, ge=10, le=22)
+    shard_zoom: int = Field(16, ge=4, le=22)
+    imagery: ImagerySpec
+    opendata: VectorSpec
+    steps: list[str] = Field(default_factory=list)
+    schedule: str | None = "@weekly"
+    owner: str = "geoaudit"
+    tags: list[str] = Field(default_factory=list)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    base_dir: Path | None = Field(None, exclude=True, description="Folder of the YAML file.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                "must be 1-63 characters of lowercase letters, digits, '-' or '_', "
+                f"starting with a letter or digit (no paths), got {value!r}"
+            )
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, value: list[str]) -> list[str]:
+        for step in value:
+            check_step(step)
+        return value
+
+    @model_validator(mode="after")
+    def _check_area(self) -> AoiConfig:
+        if (self.bbox is None) == (self.polygon is None):
+            raise ValueError("give exactly one of 'bbox' or 'polygon'")
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (-180 <= west < east <= 180 and -85.05 <= south < north <= 85.05):
+                raise ValueError(
+                    "bbox must be [west, south, east, north] in degrees with west < east, "
+                    f"south < north, inside the web-mercator range; got {list(self.bbox)}"
+                )
+        else:
+            geom = self.geometry
+            if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon") or not geom.is_valid:
+                raise ValueError("polygon must be a valid GeoJSON Polygon or MultiPolygon")
+            w, s, e, n = geom.bounds
+            if not (-180 <= w and e <= 180 and -85.05 <= s and n <= 85.05):
+                raise ValueError(f"polygon must be in WGS84 degrees, bounds are {geom.bounds}")
+        check_zooms(self.work_zoom, self.shard_zoom)
+        if self.work_zoom - self.shard_zoom > 5:
+            raise ValueError(
+                f"shard_zoom {self.shard_zoom} is more than 5 zooms above work_zoom "
+                f"{self.work_zoom}: shards would exceed 32x32 tiles (8192 px)"
+            )
+        return self
+
+    @property
+    def geometry(self) -> BaseGeometry:
+        """AOI outline in EPSG:4326."""
+        if self.bbox is not None:
+            return box(*self.bbox)
+        try:
+            return shape(self.polygon)
+        except Exception as exc:  # shapely raises several types for bad GeoJSON
+            raise ValueError(f"polygon is not a GeoJSON geometry: {exc}") from exc
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """WGS84 ``(west, south, east, north)``."""
+        return tuple(self.geometry.bounds)  # type: ignore[return-value]
+
+    def area_km2(self) -> float:
+        """Approximate area in km² (spherical, good to a few percent at AOI scale)."""
+        geom = self.geometry
+        lat = math.radians(geom.centroid.y)
+        km_per_deg = 111.32
+        return geom.area * km_per_deg * km_per_deg * math.cos(lat)
+
+    def tiles(self) -> list[Tile]:
+        """Work-zoom tiles intersecting the AOI outline."""
+        geom = self.geometry
+        candidates = cover(self.bounds, self.work_zoom)
+        if self.bbox is not None:
+            return candidates
+        from pipeline.tiles import lnglat_bounds
+
+        return [t for t in candidates if geom.intersects(box(*lnglat_bounds(t)))]
+
+    def shards(self) -> dict[Shard, list[Tile]]:
+        """The AOI's tiles grouped into shards."""
+        return group_into_shards(self.tiles(), self.shard_zoom)
+
+    def hotspot_cell_zoom(self) -> int:
+        """Zoom of the hotspot cells (default two levels above the work zoom)."""
+        return self.thresholds.hotspot_cell_zoom or max(self.work_zoom - 2, 0)
+
+    def to_yaml(self) -> str:
+        """YAML text of this configuration (sources as given)."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude={"base_dir"})
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def with_absolute_paths(self) -> AoiConfig:
+        """A copy whose relative local source paths are resolved against ``base_dir``."""
+        updates = {}
+        for field in ("imagery", "opendata"):
+            spec = getattr(self, field)
+            if self.base_dir is not None and "://" not in spec.path and not Path(spec.path).is_absolute():
+                updates[field] = spec.model_copy(update={"path": str((self.base_dir / spec.path).resolve())})
+        return self.model_copy(update=updates)
+
+
+def check_step(step: str) -> str:
+    """A time step is an ISO date ``YYYY-MM-DD``; raise :class:`ConfigError` otherwise."""
+    import datetime as dt
+
+    if not isinstance(step, str) or not STEP_PATTERN.match(step):
+        raise ConfigError(f"time step must be an ISO date YYYY-MM-DD, got {step!r}")
+    try:
+        dt.date.fromisoformat(step)
+    except ValueError as exc:
+        raise ConfigError(f"time step {step!r} is not a calendar date") from exc
+    return step
+
+
+def parse_aoi(data: Any, *, source: str = "<AOI>", base_dir: Path | None = None, max_km2: float | None = None) -> AoiConfig:
+    """Validate a mapping as an AOI; :class:`ConfigError` names ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: an AOI file must be a YAML mapping, got {type(data).__name__}")
+    try:
+        config = AoiConfig(**data, base_dir=base_dir)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{source}: invalid AOI configuration: {problems}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    if max_km2 is not None and config.area_km2() > max_km2:
+        raise ConfigError(
+            f"{source}: AOI {config.name!r} covers {config.area_km2():.1f} km², more than the "
+            f"configured maximum of {max_km2:g} km² (GEOAUDIT_MAX_AOI_KM2)"
+        )
+    return config
+
+
+def load_aoi(path: Path, *, max_km2: float | None = None) -> AoiConfig:
+    """Read and validate an AOI YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: AOI file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: AOI file cannot be read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_aoi(data, source=str(path), base_dir=path.resolve().parent, max_km2=max_km2)
+
+
+def aoi_geometry_geojson(config: AoiConfig) -> dict[str, Any]:
+    """GeoJSON mapping of the AOI outline."""
+    return dict(mapping(config.geometry))
+
+
+__all__ = ["AoiConfig", "Thresholds", "ModelSettings", "TrainSettings", "load_aoi", "parse_aoi", "check_step", "Polygon"]

@@ -1,0 +1,81 @@
+"""Runtime settings from the environment (``GEOAUDIT_*``) or a ``.env`` file.
+
+Embedded defaults need no set-up: a SQLite database at
+``$GEOAUDIT_HOME/geoaudit.db`` and a local artifact store at
+``$GEOAUDIT_HOME/artifacts``, with ``GEOAUDIT_HOME`` defaulting to ``~/.geoaudit``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+
+def _default_home() -> Path:
+    return Path.home() / ".geoaudit"
+
+
+class Settings(BaseSettings):
+    """GeoAudit settings; every field reads ``GEOAUDIT_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GEOAUDIT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=_default_home, description="Root of local state.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in home."
+    )
+    artifact_root: str | None = Field(
+        default=None, description="Local path or fsspec URL; default: home/artifacts."
+    )
+    aoi_dir: Path | None = Field(
+        default=None, description="Folder of AOI YAML files; default: home/aois."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["console", "json"] = "console"
+    encoder_weights: Path | None = Field(
+        default=None, description="Local file with pretrained encoder weights."
+    )
+    allow_hub: bool = Field(default=False, description="Download pretrained weights if reachable.")
+    max_aoi_km2: float = Field(default=500.0, gt=0, description="Largest AOI accepted.")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or ``sqlite:///<home>/geoaudit.db``."""
+        return self.database_url or f"sqlite:///{self.home / 'geoaudit.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """The configured artifact root, or ``<home>/artifacts``."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+    @property
+    def resolved_aoi_dir(self) -> Path:
+        """Folder that holds one YAML file per registered AOI."""
+        return (self.aoi_dir or self.home / "aois").expanduser()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; raise :class:`ConfigError` naming the bad variable."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"GEOAUDIT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
