@@ -1,0 +1,77 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL/PostGIS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
+
+from pipeline.db.types import to_jsonable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), allow_nan=False)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url``; a bare ``postgresql://`` (or ``postgres://``) URL uses psycopg 3."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """Engine for ``url``, tuned per dialect.
+
+    SQLite: foreign keys on, WAL journal, busy timeout 30 s, and explicit
+    ``BEGIN`` so transactions and savepoints behave as on PostgreSQL.
+    PostgreSQL: ``pool_pre_ping``. ``kwargs`` go to :func:`sqlalchemy.create_engine`.
+    """
+    u = normalize_url(url)
+    kwargs.setdefault("json_serializer", _json_dumps)
+    if u.get_backend_name() == "sqlite":
+        connect_args = kwargs.pop("connect_args", {})
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        engine = create_engine(u, connect_args=connect_args, **kwargs)
+        _tune_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(u, **kwargs)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # let SQLAlchemy, not pysqlite, decide where transactions begin (see "begin")
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+@contextmanager
+def session_scope(engine: Engine, **kwargs: Any) -> Iterator[Session]:
+    """One transaction: commit when the block ends, roll back if it raises.
+
+    Same as ``with Session(engine) as s, s.begin():`` but objects stay readable
+    after the commit (``expire_on_commit=False``).
+    """
+    kwargs.setdefault("expire_on_commit", False)
+    with Session(engine, **kwargs) as session, session.begin():
+        yield session
