@@ -1,0 +1,154 @@
+"""AOI aggregates from a hand-made tile table and findings."""
+
+from __future__ import annotations
+
+import math
+
+import geopandas as gpd
+import mercantile
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from pipeline.errors import ConfigError, VectorDataError
+from pipeline.score.aggregate import aoi_aggregates, finding_tiles
+from pipeline.tiles import Tile, xy_bounds
+
+Z = 18
+TILES = [Tile(1000, 2000, Z), Tile(1001, 2000, Z), Tile(1000, 2001, Z), Tile(1001, 2001, Z)]
+
+
+def tile_table():
+    return pd.DataFrame(
+        {
+            "x": [t.x for t in TILES],
+            "y": [t.y for t in TILES],
+            "z": Z,
+            "valid": [65536, 65536, 65536, 0],
+            "iou": [0.9, 0.6, 1.0, np.nan],
+            "qod": [95.0, 70.0, 100.0, np.nan],
+            "tp": [900, 600, 0, 0],
+            "fp": [50, 200, 0, 0],
+            "fn": [50, 200, 0, 0],
+        }
+    )
+
+
+def finding_in(tile, kind, feature_id=None):
+    left, bottom, right, top = xy_bounds(tile)
+    cx, cy = (left + right) / 2, (bottom + top) / 2
+    return {"kind": kind, "feature_id": feature_id, "geometry": shapely.box(cx, cy, cx + 5, cy + 5)}
+
+
+def findings(*rows):
+    return (
+        gpd.GeoDataFrame(list(rows), geometry="geometry", crs="EPSG:3857")
+        if rows
+        else gpd.GeoDataFrame({"kind": []}, geometry=gpd.GeoSeries([]), crs="EPSG:3857")
+    )
+
+
+def test_aggregates_by_hand():
+    f = findings(
+        finding_in(TILES[0], "missing_in_opendata"),
+        finding_in(TILES[0], "missing_in_opendata"),
+        finding_in(TILES[2], "unsupported_by_imagery", "w1"),
+        finding_in(TILES[1], "misaligned", "w2"),
+    )
+    agg = aoi_aggregates(tile_table(), f, n_predicted=10, n_opendata=8, n_matched=6)
+    assert agg["n_tiles"] == 4 and agg["n_tiles_valid"] == 3
+    assert agg["mean_iou"] == pytest.approx((0.9 + 0.6 + 1.0) / 3)
+    assert agg["mean_qod"] == pytest.approx((95 + 70 + 100) / 3)
+    assert agg["pixel_iou"] == pytest.approx(1500 / 2000)
+    # tile 1 by QoD 70 < 80, tiles 0 and 2 by findings -> 3 of 3 valid tiles
+    assert agg["n_flagged_tiles"] == 3 and agg["flagged_tile_share"] == 1.0
+    assert agg["completeness"] == pytest.approx(1 - 2 / 10)
+    assert agg["correctness"] == pytest.approx(1 - 1 / 8)
+    assert agg["object_f1"] == pytest.approx(12 / 18)
+    assert agg["n_findings"] == 4
+    assert agg["findings_by_kind"] == {
+        "missing_in_opendata": 2,
+        "unsupported_by_imagery": 1,
+        "misaligned": 1,
+    }
+
+
+def test_flags_by_qod_only_and_threshold():
+    agg = aoi_aggregates(tile_table(), findings(), n_predicted=3, n_opendata=3, n_matched=3)
+    assert agg["n_flagged_tiles"] == 1 and agg["flagged_tile_share"] == pytest.approx(1 / 3)
+    assert agg["findings_by_kind"] == dict.fromkeys(
+        ("missing_in_opendata", "unsupported_by_imagery", "misaligned"), 0
+    )
+    assert agg["completeness"] == 1.0 and agg["correctness"] == 1.0 and agg["object_f1"] == 1.0
+    agg = aoi_aggregates(
+        tile_table(), findings(), n_predicted=3, n_opendata=3, n_matched=3, qod_threshold=96.0
+    )
+    assert agg["n_flagged_tiles"] == 2
+
+
+def test_findings_on_tiles_without_valid_pixels_or_outside_do_not_flag():
+    table = tile_table()
+    table["qod"] = [100.0, 100.0, 100.0, np.nan]
+    f = findings(
+        finding_in(TILES[3], "missing_in_opendata"),
+        finding_in(Tile(5, 5, Z), "missing_in_opendata"),
+    )
+    agg = aoi_aggregates(table, f, n_predicted=2, n_opendata=0, n_matched=0)
+    assert agg["n_flagged_tiles"] == 0
+    assert agg["completeness"] == 0.0
+    assert agg["correctness"] == 1.0  # no open-data building: nothing to be wrong about
+
+
+def test_no_valid_tile():
+    table = tile_table()
+    table["valid"] = 0
+    agg = aoi_aggregates(table, findings(), n_predicted=0, n_opendata=0, n_matched=0)
+    assert math.isnan(agg["mean_iou"]) and math.isnan(agg["mean_qod"])
+    assert agg["flagged_tile_share"] == 0.0
+
+
+def test_db_style_tile_table_with_valid_px():
+    # the tile_score table keeps valid tiles only, with the count in ``valid_px``
+    table = tile_table().rename(columns={"valid": "valid_px"}).iloc[:3]
+    f = findings(finding_in(TILES[0], "missing_in_opendata"))
+    agg = aoi_aggregates(table, f, n_predicted=4, n_opendata=3, n_matched=3)
+    assert agg["n_tiles_valid"] == 3 and agg["n_flagged_tiles"] == 2
+    agg = aoi_aggregates(
+        table.drop(columns="valid_px"), f, n_predicted=4, n_opendata=3, n_matched=3
+    )
+    assert agg["n_tiles_valid"] == 3 and agg["mean_qod"] == pytest.approx(265 / 3)
+
+
+def test_finding_tiles_agree_with_mercantile():
+    lnglat = [(7.4, 43.7), (-122.42, 37.77), (151.2, -33.87)]
+    pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(*zip(*lnglat, strict=True)), crs=4326)
+    x, y = finding_tiles(pts, 17)
+    for (lng, lat), tx, ty in zip(lnglat, x, y, strict=True):
+        t = mercantile.tile(lng, lat, 17)
+        assert (tx, ty) == (t.x, t.y)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ConfigError, match="n_matched"):
+        aoi_aggregates(tile_table(), findings(), n_predicted=2, n_opendata=5, n_matched=3)
+    with pytest.raises(ConfigError, match="lacks column"):
+        aoi_aggregates(
+            tile_table().drop(columns="qod"), findings(), n_predicted=0, n_opendata=0, n_matched=0
+        )
+    with pytest.raises(VectorDataError, match="kind"):
+        aoi_aggregates(
+            tile_table(), gpd.GeoDataFrame(geometry=[]), n_predicted=0, n_opendata=0, n_matched=0
+        )
+    with pytest.raises(ConfigError, match="exceed n_predicted"):
+        aoi_aggregates(
+            tile_table(),
+            findings(finding_in(TILES[0], "missing_in_opendata")),
+            n_predicted=0,
+            n_opendata=0,
+            n_matched=0,
+        )
+    mixed = tile_table()
+    mixed.loc[0, "z"] = 17
+    with pytest.raises(ConfigError, match="mixes zooms"):
+        aoi_aggregates(mixed, findings(), n_predicted=0, n_opendata=0, n_matched=0)
