@@ -1,0 +1,232 @@
+"""Abstract sources: imagery read shard by shard, open data read as a GeoDataFrame.
+
+A source is opened for one time step and used as a context manager that owns
+its handles::
+
+    with open_imagery(spec, step="2024-06", base_dir=aoi_dir) as src:
+        image = src.read_shard(shard)      # ShardImage: (3, H, W) uint8 + (H, W) valid
+        share = check_coverage(src, aoi)   # raises CoverageError when 0
+
+New kinds plug in by registering a class (``@register_imagery("wms")``); the
+callers (``open_imagery`` / ``open_vector``) do not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from abc import abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import shapely
+from pyproj import Transformer
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.errors import ConfigError, CoverageError
+from pipeline.tiles import Shard
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from pipeline.sources.specs import GeoTiffSpec, VectorSpec, XyzSpec
+
+log = logging.getLogger(__name__)
+
+STEP_PLACEHOLDER = "{step}"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class ShardImage:
+    """Imagery of one shard: ``data`` (3, H, W) uint8 and ``valid`` (H, W) bool."""
+
+    shard: Shard
+    data: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def valid_share(self) -> float:
+        """Share of pixels with data, in [0, 1]."""
+        return float(self.valid.mean()) if self.valid.size else 0.0
+
+
+class ImagerySource(AbstractContextManager):
+    """Imagery for one time step, read as web-mercator shard mosaics."""
+
+    kind: str = ""
+    path: str  # resolved path or URL, used in every error message
+
+    @abstractmethod
+    def read_shard(self, shard: Shard) -> ShardImage:
+        """Mosaic of ``shard`` in EPSG:3857 at ``shard_transform(shard)``, ``shard.size`` px."""
+
+    @abstractmethod
+    def footprint(self) -> BaseGeometry:
+        """Polygon (EPSG:4326) where the imagery has data."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Cheap identity of the input: equal fingerprints mean unchanged imagery."""
+
+    def close(self) -> None:
+        """Release handles; idempotent."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+
+class VectorSource(AbstractContextManager):
+    """Open data (building footprints) for one time step."""
+
+    kind: str = ""
+    path: str
+
+    @abstractmethod
+    def read(self, bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
+        """Polygons intersecting a WGS84 bbox (all when ``None``).
+
+        Returns EPSG:4326 with columns ``feature_id`` (str, unique), ``geometry`` and the
+        original attributes.
+        """
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """sha256 of the input bytes."""
+
+    def close(self) -> None:
+        """Release handles; idempotent."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+
+# --- registry -----------------------------------------------------------------
+
+IMAGERY_SOURCES: dict[str, type[ImagerySource]] = {}
+VECTOR_SOURCES: dict[str, type[VectorSource]] = {}
+
+_I = TypeVar("_I", bound=type[ImagerySource])
+_V = TypeVar("_V", bound=type[VectorSource])
+
+
+def register_imagery(kind: str) -> Callable[[_I], _I]:
+    """Class decorator: make ``open_imagery`` build ``cls(spec, step=, base_dir=)`` for ``kind``."""
+
+    def deco(cls: _I) -> _I:
+        cls.kind = kind
+        IMAGERY_SOURCES[kind] = cls
+        return cls
+
+    return deco
+
+
+def register_vector(kind: str) -> Callable[[_V], _V]:
+    """Class decorator: make ``open_vector`` build ``cls(spec, step=, base_dir=)`` for ``kind``."""
+
+    def deco(cls: _V) -> _V:
+        cls.kind = kind
+        VECTOR_SOURCES[kind] = cls
+        return cls
+
+    return deco
+
+
+def open_imagery(
+    spec: GeoTiffSpec | XyzSpec, *, step: str | None = None, base_dir: Path | None = None
+) -> ImagerySource:
+    """Open the imagery source described by ``spec`` for time step ``step``."""
+    try:
+        cls = IMAGERY_SOURCES[spec.kind]
+    except KeyError:
+        known = ", ".join(sorted(IMAGERY_SOURCES))
+        raise ConfigError(
+            f"imagery kind {spec.kind!r} is not registered (known: {known})"
+        ) from None
+    return cls(spec, step=step, base_dir=base_dir)
+
+
+def open_vector(
+    spec: VectorSpec, *, step: str | None = None, base_dir: Path | None = None
+) -> VectorSource:
+    """Open the open-data source described by ``spec`` for time step ``step``."""
+    try:
+        cls = VECTOR_SOURCES[spec.kind]
+    except KeyError:
+        known = ", ".join(sorted(VECTOR_SOURCES))
+        raise ConfigError(
+            f"open-data kind {spec.kind!r} is not registered (known: {known})"
+        ) from None
+    return cls(spec, step=step, base_dir=base_dir)
+
+
+# --- helpers shared by the sources ----------------------------------------------
+
+
+def is_remote(path: str) -> bool:
+    """True for URLs (``scheme://``) and GDAL virtual paths (``/vsi...``)."""
+    return "://" in path or path.startswith("/vsi")
+
+
+def resolve_path(path: str, *, step: str | None, base_dir: Path | None) -> str:
+    """Replace ``{step}`` and resolve a relative local path against ``base_dir``."""
+    if STEP_PLACEHOLDER in path:
+        if step is None:
+            raise ConfigError(f"source path {path!r} contains {{step}} but no time step was given")
+        path = path.replace(STEP_PLACEHOLDER, step)
+    if is_remote(path):
+        return path
+    local = Path(path).expanduser()
+    if not local.is_absolute() and base_dir is not None:
+        local = Path(base_dir) / local
+    return os.fspath(local)
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """sha256 over the bytes of ``paths`` in order (name of each file included when several)."""
+    digest = hashlib.sha256()
+    for p in paths:
+        if len(paths) > 1:
+            digest.update(p.name.encode() + b"\0")
+        with open(p, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+_TO_3857 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+
+
+def to_web_mercator(geom: BaseGeometry) -> BaseGeometry:
+    """Project a WGS84 geometry to EPSG:3857 (latitudes clipped to +-85.05)."""
+    geom = shapely.clip_by_rect(geom, -180.0, -85.0511, 180.0, 85.0511)
+    return shapely.transform(
+        geom, lambda xy: np.column_stack(_TO_3857.transform(xy[:, 0], xy[:, 1]))
+    )
+
+
+def check_coverage(source: ImagerySource, aoi: BaseGeometry) -> float:
+    """Share of the AOI (EPSG:4326) covered by the imagery footprint.
+
+    ``share = area(aoi ∩ footprint) / area(aoi)``, areas in EPSG:3857 (the cos² scale
+    factor cancels in the ratio for AOIs of city size). Raises :class:`CoverageError`
+    when the share is 0.
+    """
+    if aoi.is_empty or aoi.area == 0:
+        raise CoverageError(f"AOI polygon is empty; cannot check coverage of {source.path}")
+    aoi_m = to_web_mercator(aoi)
+    covered = to_web_mercator(source.footprint()).intersection(aoi_m).area
+    share = min(1.0, covered / aoi_m.area)
+    if share <= 0.0:
+        bounds = ", ".join(f"{v:.5f}" for v in aoi.bounds)
+        raise CoverageError(
+            f"{source.path}: imagery does not cover the AOI (AOI bounds {bounds}); "
+            "check the path, time step and AOI"
+        )
+    log.debug("%s covers %.1f%% of the AOI", source.path, 100 * share)
+    return share

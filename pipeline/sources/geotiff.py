@@ -1,0 +1,295 @@
+"""GeoTIFF / COG imagery, local or remote, read per shard with rio-tiler."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import urllib.request
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from rasterio.errors import RasterioError
+from rasterio.features import shapes
+from rasterio.io import DatasetReader
+from rasterio.warp import transform_bounds
+from rio_tiler.errors import RioTilerError
+from rio_tiler.io import Reader
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.errors import ImageryError
+from pipeline.sources.base import (
+    ImagerySource,
+    ShardImage,
+    is_remote,
+    register_imagery,
+    resolve_path,
+    sha256_files,
+)
+from pipeline.sources.specs import GeoTiffSpec
+from pipeline.tiles import Shard, xy_bounds
+
+log = logging.getLogger(__name__)
+
+WEB_MERCATOR = "EPSG:3857"
+STRETCH_PERCENTILES = (2.0, 98.0)
+FOOTPRINT_MAX_SIZE = 512  # px of the low-resolution mask the footprint is traced from
+PREVIEW_MAX_SIZE = 1024  # px of the overview the default stretch is computed from
+SIDECARS = (".ovr", ".msk")
+
+
+@register_imagery("geotiff")
+class GeoTiffSource(ImagerySource):
+    """A GeoTIFF/COG (any raster GDAL opens) warped to EPSG:3857 shard by shard.
+
+    Pixels: bands ``spec.bands`` (one band is replicated to grey RGB); non-uint8 data,
+    or any data when ``spec.rescale`` is set, maps ``[lo, hi]`` linearly to ``0..255``
+    (``v8 = clip((v - lo) / (hi - lo), 0, 1) * 255``), with ``(lo, hi)`` the 2nd/98th
+    percentile of all selected bands over the overview unless ``spec.rescale`` is given.
+    Valid mask: rio-tiler's mask (nodata / internal mask / alpha band) — a pixel is
+    valid where any selected band is.
+
+    ``dataset``: an already-open rasterio dataset to read instead of opening ``spec.path``
+    (it stays open on close; the caller owns it).
+    """
+
+    reproject_method = "bilinear"
+    resampling_method = "bilinear"
+
+    def __init__(
+        self,
+        spec: GeoTiffSpec,
+        *,
+        step: str | None = None,
+        base_dir: Path | None = None,
+        dataset: DatasetReader | None = None,
+    ) -> None:
+        self.spec = spec
+        self.path = (
+            dataset.name
+            if dataset is not None
+            else resolve_path(spec.path, step=step, base_dir=base_dir)
+        )
+        self._stack = ExitStack()
+        self._stretch: tuple[float, float] | None = spec.rescale
+        self._footprint: BaseGeometry | None = None
+        self._fingerprint: str | None = None
+        try:
+            self._open(dataset)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _open(self, dataset: DatasetReader | None) -> None:
+        path = self.path
+        if dataset is None:
+            if not is_remote(path) and not Path(path).exists():
+                raise ImageryError(f"{path}: file not found")
+            # remote: no directory listing / sidecar probing (a COG carries its overviews)
+            env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if is_remote(path) else {}
+            try:
+                with rasterio.Env(**env):
+                    dataset = self._stack.enter_context(rasterio.open(path))
+            except RasterioError as exc:
+                raise ImageryError(f"{path}: not a readable raster ({_detail(exc)})") from exc
+        if dataset.crs is None and not dataset.gcps[0]:
+            raise ImageryError(
+                f"{path}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs EPSG:xxxx)"
+            )
+        count = dataset.count
+        missing = [b for b in self.spec.bands if b > count]
+        if missing:
+            hint = "; set 'bands: [1]' for a single grey band" if count < 3 else ""
+            raise ImageryError(
+                f"{path}: raster has {count} band{'s' if count != 1 else ''}, spec asks for "
+                f"bands {self.spec.bands}{hint}"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NoOverviewWarning: fine for small files
+            try:
+                self._reader = self._stack.enter_context(Reader(path, dataset=dataset))
+            except (RasterioError, RioTilerError) as exc:
+                raise ImageryError(f"{path}: not a readable raster ({_detail(exc)})") from exc
+        self._dtype = np.dtype(dataset.dtypes[self.spec.bands[0] - 1])
+        ds = self._reader.dataset
+        self._bounds_3857 = transform_bounds(ds.crs, WEB_MERCATOR, *ds.bounds, densify_pts=21)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    # -- pixels -----------------------------------------------------------------
+
+    def read_shard(self, shard: Shard) -> ShardImage:
+        """Warp the selected bands onto the shard grid (``shard_transform(shard)``)."""
+        size = shard.size
+        bounds = xy_bounds(shard.tile)
+        if not _overlaps(bounds, self._bounds_3857):
+            return _empty(shard)
+        try:
+            img = self._reader.part(
+                bounds,
+                dst_crs=WEB_MERCATOR,
+                bounds_crs=WEB_MERCATOR,
+                width=size,
+                height=size,
+                indexes=self.spec.bands,
+                nodata=self.spec.nodata,
+                reproject_method=self.reproject_method,
+                resampling_method=self.resampling_method,
+            )
+        except (RasterioError, RioTilerError) as exc:
+            raise ImageryError(
+                f"{self.path}: cannot read pixels of shard {shard.id} ({_detail(exc)})"
+            ) from exc
+        masked = img.array
+        valid = ~np.ma.getmaskarray(masked).all(axis=0)
+        data = self._to_uint8(np.ma.getdata(masked))
+        data[:, ~valid] = 0
+        if data.shape[0] == 1:
+            data = np.repeat(data, 3, axis=0)
+        return ShardImage(shard, np.ascontiguousarray(data), valid)
+
+    def _to_uint8(self, data: np.ndarray) -> np.ndarray:
+        if self._dtype == np.uint8 and self.spec.rescale is None:
+            return data.astype(np.uint8, copy=True)
+        lo, hi = self.stretch()
+        scaled = (data.astype(np.float32) - lo) * (255.0 / (hi - lo))
+        return np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
+
+    def stretch(self) -> tuple[float, float]:
+        """``(lo, hi)`` mapped to 0..255: ``spec.rescale`` or the 2–98 % overview percentiles."""
+        if self._stretch is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    img = self._reader.preview(
+                        indexes=self.spec.bands, max_size=PREVIEW_MAX_SIZE, nodata=self.spec.nodata
+                    )
+            except (RasterioError, RioTilerError) as exc:
+                raise ImageryError(
+                    f"{self.path}: cannot read the overview ({_detail(exc)})"
+                ) from exc
+            values = img.array.compressed().astype(np.float64)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise ImageryError(f"{self.path}: raster has no valid pixel (all nodata)")
+            lo, hi = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
+            if hi <= lo:
+                hi = lo + 1.0
+            self._stretch = (lo, hi)
+            log.info("%s: stretching %s..%s to 0..255", self.path, lo, hi)
+        return self._stretch
+
+    # -- footprint / fingerprint ---------------------------------------------------
+
+    def footprint(self) -> BaseGeometry:
+        """Valid-data area in EPSG:4326, traced from the mask at <= 512 px resolution."""
+        if self._footprint is None:
+            ds = self._reader.dataset
+            scale = max(ds.width, ds.height) / FOOTPRINT_MAX_SIZE
+            if scale > 1:
+                shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+            else:
+                shape = (ds.height, ds.width)
+            try:
+                mask = ds.dataset_mask(out_shape=shape) > 0
+            except RasterioError as exc:
+                raise ImageryError(
+                    f"{self.path}: cannot read the data mask ({_detail(exc)})"
+                ) from exc
+            transform = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
+            if mask.all():
+                geom: BaseGeometry = shapely.box(*ds.bounds)
+            else:
+                parts = [
+                    shapely.geometry.shape(g)
+                    for g, _ in shapes(mask.astype(np.uint8), mask=mask, transform=transform)
+                ]
+                geom = shapely.union_all(parts) if parts else shapely.Polygon()
+            self._footprint = _to_wgs84(geom, ds.crs, step=abs(transform.a))
+        return self._footprint
+
+    def fingerprint(self) -> str:
+        """Local: sha256 of the file bytes (+ .ovr/.msk sidecars); remote: of ETag/size/date."""
+        if self._fingerprint is None:
+            if not is_remote(self.path):
+                main = Path(self.path)
+                files = [main] + [
+                    p for p in (Path(f"{main}{ext}") for ext in SIDECARS) if p.exists()
+                ]
+                self._fingerprint = sha256_files(files)
+            else:
+                self._fingerprint = self._remote_fingerprint()
+        return self._fingerprint
+
+    def _remote_fingerprint(self) -> str:
+        ident = _http_identity(self.path) if self.path.startswith(("http://", "https://")) else None
+        if ident is None:  # no HTTP validators: identity from what GDAL sees
+            ds = self._reader.dataset
+            preview = self._reader.preview(max_size=256).array
+            ident = (
+                json.dumps(
+                    {
+                        "profile": {k: str(v) for k, v in ds.profile.items()},
+                        "bounds": list(ds.bounds),
+                    },
+                    sort_keys=True,
+                )
+                + hashlib.sha256(np.ma.getdata(preview).tobytes()).hexdigest()
+            )
+        return hashlib.sha256(f"{self.path}\0{ident}".encode()).hexdigest()
+
+
+def _http_identity(url: str) -> str | None:
+    """``ETag|Last-Modified|Content-Length`` of a HEAD request, or None if none is sent."""
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (user's URL)
+            headers = resp.headers
+    except OSError as exc:
+        log.debug("HEAD %s failed: %s", url, exc)
+        return None
+    values = [headers.get(k, "") for k in ("ETag", "Last-Modified", "Content-Length")]
+    return "|".join(values) if any(values[:2]) else None
+
+
+def _detail(exc: BaseException) -> str:
+    """The GDAL message behind rasterio's "See previous exception for details"."""
+    cause = exc.__cause__ or exc.__context__
+    return f"{exc}: {cause}" if cause is not None and "previous exception" in str(exc) else str(exc)
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _empty(shard: Shard) -> ShardImage:
+    size = shard.size
+    return ShardImage(
+        shard, np.zeros((3, size, size), np.uint8), np.zeros((size, size), dtype=bool)
+    )
+
+
+def _to_wgs84(geom: BaseGeometry, crs: rasterio.crs.CRS, *, step: float) -> BaseGeometry:
+    """Reproject a polygon to EPSG:4326, densified every ``step`` source units."""
+    if geom.is_empty:
+        return geom
+    src = ProjCRS.from_user_input(crs.to_wkt())
+    if src.equals(ProjCRS.from_epsg(4326)):
+        return geom
+    transformer = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
+    dense = shapely.segmentize(geom, max(step, 1e-9) * 8)
+    out = shapely.transform(
+        dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+    )
+    return shapely.make_valid(out) if not out.is_valid else out
+
+
+__all__ = ["GeoTiffSource"]
