@@ -124,8 +124,8 @@ class AoiConfig(BaseModel):
                 )
         else:
             geom = self.geometry
-            if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon") or not geom.is_valid:
-                raise ValueError("polygon must be a valid GeoJSON Polygon or MultiPolygon")
+            if geom.is_empty or geom.geom_type != "Polygon" or not geom.is_valid:
+                raise ValueError("polygon must be a valid GeoJSON Polygon (one AOI file per part)")
             w, s, e, n = geom.bounds
             if not (-180 <= w and e <= 180 and -85.05 <= s and n <= 85.05):
                 raise ValueError(f"polygon must be in WGS84 degrees, bounds are {geom.bounds}")

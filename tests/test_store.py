@@ -26,7 +26,9 @@ def test_round_trip_memory_fs() -> None:
         assert path.read_bytes() == b"remote"
 
 
-@pytest.mark.parametrize("key", ["../escape", "/abs/path", "a/../../b", "a//b", "", "a/.hidden/../x"])
+@pytest.mark.parametrize(
+    "key", ["../escape", "/abs/path", "a/../../b", "a//b", "", "a/.hidden/../x"]
+)
 def test_unsafe_keys_are_refused(tmp_path: Path, key: str) -> None:
     store = ArtifactStore(tmp_path)
     with pytest.raises(StoreError, match="not a safe relative path"):

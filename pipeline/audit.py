@@ -1,0 +1,157 @@
+"""One audit of AOI ``a`` at time step ``t``: fetch → plan → shards → publish.
+
+The same functions run from the CLI (:func:`run_audit`), from Airflow (one task
+per function, one mapped task per shard) and from tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from pipeline.aoi import AoiConfig, check_step
+from pipeline.aois import get_aoi_config
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.errors import GeoAuditError, NotFoundError
+from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
+from pipeline.publish import publish_run
+from pipeline.shard_stage import process_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """A started run and the shard ids to process."""
+
+    run_id: int
+    shard_ids: list[str]
+
+
+@dataclass
+class AuditResult:
+    """Outcome of a whole audit run."""
+
+    run_id: int
+    aoi: str
+    step: str
+    seconds: float
+    summary: dict[str, Any]
+    shard_stats: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cache_hits(self) -> int:
+        """Shards whose prediction came from the cache."""
+        return sum(1 for s in self.shard_stats if s.get("cache_hit"))
+
+    @property
+    def predicted_shards(self) -> int:
+        """Shards that ran inference in this run."""
+        return sum(1 for s in self.shard_stats if s.get("status") == "done" and not s.get("cache_hit"))
+
+
+def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int | None) -> int:
+    """The requested model version, or the production model of the AOI's model name."""
+    with Session(ctx.engine) as s:
+        if model_version_id is not None:
+            return repo.get_model_version(s, model_version_id).id
+        mv = repo.production_model(s, config.model.name)
+        if mv is None:
+            raise NotFoundError(
+                f"no production model named {config.model.name!r}: train one first "
+                f"(geoaudit train {config.name}) or pass a model version"
+            )
+        return mv.id
+
+
+def start_audit(
+    ctx: Context,
+    config: AoiConfig,
+    step: str,
+    *,
+    imagery: SnapshotRef,
+    opendata: SnapshotRef,
+    model_version_id: int | None = None,
+    force: bool = False,
+    trigger: str = "cli",
+    external_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> AuditPlan:
+    """Create the run row and list its shards (the plan a scheduler fans out over)."""
+    mv_id = resolve_model_version(ctx, config, model_version_id)
+    shard_ids = [shard.id for shard in config.shards()]
+    with Session(ctx.engine) as s, s.begin():
+        aoi_id = repo.get_aoi(s, config.name).id
+        run = repo.start_run(
+            s,
+            aoi_id,
+            step,
+            trigger=trigger,
+            external_id=external_id,
+            params={**(params or {}), "force": force},
+            shards_total=len(shard_ids),
+            imagery_snapshot_id=imagery.id,
+            opendata_snapshot_id=opendata.id,
+            model_version_id=mv_id,
+        )
+        return AuditPlan(run_id=run.id, shard_ids=shard_ids)
+
+
+def fail_run(ctx: Context, run_id: int, error: BaseException | str) -> None:
+    """Record a failed run with its reason (results already stored stay as they were)."""
+    with Session(ctx.engine) as s, s.begin():
+        repo.finish_run(s, run_id, "failed", error=str(error)[:4000])
+
+
+def run_audit(
+    ctx: Context,
+    aoi_name: str,
+    step: str,
+    *,
+    model_version_id: int | None = None,
+    force: bool = False,
+    trigger: str = "cli",
+) -> AuditResult:
+    """Run a complete audit in this process; a failure is recorded on the run and re-raised."""
+    check_step(step)
+    started = time.perf_counter()
+    config = get_aoi_config(ctx, aoi_name)
+    t0 = time.perf_counter()
+    imagery = fetch_imagery(ctx, config, step)
+    opendata = fetch_opendata(ctx, config, step)
+    fetch_s = time.perf_counter() - t0
+    plan = start_audit(
+        ctx,
+        config,
+        step,
+        imagery=imagery,
+        opendata=opendata,
+        model_version_id=model_version_id,
+        force=force,
+        trigger=trigger,
+    )
+    stats: list[dict[str, Any]] = []
+    try:
+        for shard_id in tqdm(plan.shard_ids, desc=f"audit {aoi_name} {step}", unit="shard", disable=not ctx.progress):
+            stats.append(process_shard(ctx, plan.run_id, shard_id))
+        summary = publish_run(ctx, plan.run_id, extra_seconds={"fetch": fetch_s})
+    except (GeoAuditError, OSError, ValueError, RuntimeError) as exc:
+        fail_run(ctx, plan.run_id, exc)
+        raise
+    except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
+        fail_run(ctx, plan.run_id, f"interrupted: {exc!r}")
+        raise
+    return AuditResult(
+        run_id=plan.run_id,
+        aoi=aoi_name,
+        step=step,
+        seconds=time.perf_counter() - started,
+        summary=summary,
+        shard_stats=stats,
+    )

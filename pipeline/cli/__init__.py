@@ -1,0 +1,1 @@
+"""The ``geoaudit`` command line (typer). Commands parse arguments and call the engine."""

@@ -1,0 +1,118 @@
+"""``geoaudit fetch|train|predict|audit``: the stages of an audit from the shell."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from pipeline.aois import get_aoi_config
+from pipeline.cli.common import AoiName, JsonFlag, StepOption, console, context, guarded, print_json
+
+
+@guarded
+def fetch(aoi: AoiName, step: StepOption) -> None:
+    """Snapshot the AOI's imagery and open data for a time step."""
+    from pipeline.fetch import fetch_imagery, fetch_opendata
+
+    ctx = context()
+    config = get_aoi_config(ctx, aoi)
+    imagery = fetch_imagery(ctx, config, step)
+    opendata = fetch_opendata(ctx, config, step)
+    for kind, ref in (("imagery", imagery), ("open data", opendata)):
+        state = "unchanged, reused" if ref.reused else "stored"
+        console.print(f"{kind}: snapshot {ref.id} ({ref.content_hash[:12]}) {state}")
+
+
+@guarded
+def train(
+    aoi: AoiName,
+    steps: Annotated[list[str], typer.Option("--step", "-s", help="Time step(s) to train on.")],
+    max_seconds: Annotated[float | None, typer.Option(help="Training time budget.")] = None,
+    promote: Annotated[str, typer.Option(help="auto (if it beats the champion), always or never.")] = "auto",
+    warm_start: Annotated[bool, typer.Option(help="Start from the production model's weights.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a challenger on the AOI's open data; promote it if it beats the champion."""
+    from pipeline.training import train_aoi_model
+
+    if promote not in ("auto", "always", "never"):
+        raise typer.BadParameter("must be auto, always or never", param_hint="--promote")
+    ctx = context()
+    out = train_aoi_model(ctx, aoi, steps, max_seconds=max_seconds, promote=promote, warm_start=warm_start)  # type: ignore[arg-type]
+    if as_json:
+        print_json(out.__dict__)
+        return
+    champ = "none" if out.champion_val_iou is None else f"{out.champion_val_iou:.3f}"
+    console.print(
+        f"model version {out.model_version_id} (v{out.version}): val IoU {out.val_iou:.3f}, "
+        f"champion {champ}, {'promoted' if out.promoted else 'kept as candidate'} "
+        f"({out.steps} steps, {out.seconds:.0f} s)"
+    )
+
+
+@guarded
+def predict(
+    aoi: AoiName,
+    step: StepOption,
+    model_version: Annotated[int | None, typer.Option(help="Model version id; default production.")] = None,
+    force: Annotated[bool, typer.Option(help="Ignore the prediction cache.")] = False,
+) -> None:
+    """Predict building masks for every shard (cached per imagery hash and model)."""
+    from pipeline.audit import resolve_model_version
+    from pipeline.db import repo
+    from pipeline.fetch import fetch_imagery
+    from pipeline.mosaic import read_mosaic
+    from pipeline.predictions import predict_shard
+
+    ctx = context()
+    config = get_aoi_config(ctx, aoi)
+    imagery = fetch_imagery(ctx, config, step)
+    mv_id = resolve_model_version(ctx, config, model_version)
+    with Session(ctx.engine) as s:
+        shard_meta = dict(repo.get_snapshot(s, imagery.id).meta)["shards"]
+    hits = 0
+    for shard in tqdm(list(config.shards()), desc="predict", unit="shard"):
+        meta = shard_meta.get(shard.id)
+        if meta is None:
+            continue
+        with ctx.store.readable_path(meta["key"]) as path:
+            image, valid = read_mosaic(path)
+        pred = predict_shard(
+            ctx, aoi=aoi, shard=shard, image=image, valid=valid, imagery_hash=meta["hash"],
+            model_version_id=mv_id, force=force,
+        )
+        hits += pred.cache_hit
+    console.print(f"{len(shard_meta)} shards predicted with model version {mv_id} ({hits} from cache)")
+    console.print(f"mosaics under {ctx.store.uri(f'aois/{aoi}/predictions/m{mv_id}')}")
+
+
+@guarded
+def audit(
+    aoi: AoiName,
+    step: StepOption,
+    model_version: Annotated[int | None, typer.Option(help="Model version id; default production.")] = None,
+    force: Annotated[bool, typer.Option(help="Re-predict even when cached.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a full audit of an AOI at a time step and store the results."""
+    from pipeline.audit import run_audit
+
+    ctx = context()
+    result = run_audit(ctx, aoi, step, model_version_id=model_version, force=force)
+    summary = result.summary
+    if as_json:
+        print_json({**summary, "seconds": result.seconds, "cache_hits": result.cache_hits})
+        return
+    agg = summary["aggregates"]
+    console.print(f"run {result.run_id}: {aoi} {step} succeeded in {result.seconds:.1f} s "
+                  f"({result.cache_hits} shards from the prediction cache)")
+    console.print(
+        f"completeness {agg['completeness']:.3f}  correctness {agg['correctness']:.3f}  "
+        f"mean IoU {agg['mean_iou']:.3f}  mean QoD {agg['mean_qod']:.1f}  "
+        f"flagged tiles {agg['flagged_tile_share']:.1%}"
+    )
+    console.print(f"findings: {summary['n_findings']} {agg.get('findings_by_kind', {})}; "
+                  f"changes: {summary['n_changes']}; hotspots: {summary['n_hotspots']}")

@@ -1,0 +1,15 @@
+"""``geoaudit init``: create the home folder, database schema and artifact store."""
+
+from __future__ import annotations
+
+from pipeline.cli.common import console, context, guarded
+
+
+@guarded
+def init() -> None:
+    """Create (or upgrade) the database and artifact store named by the settings."""
+    ctx = context(progress=False)
+    console.print(f"home:      {ctx.settings.home}")
+    console.print(f"database:  {ctx.engine.url.render_as_string(hide_password=True)}")
+    console.print(f"artifacts: {ctx.store.url}")
+    console.print(f"AOI files: {ctx.settings.resolved_aoi_dir}")

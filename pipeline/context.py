@@ -1,0 +1,54 @@
+"""What every stage needs: settings, database engine, artifact store, device."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from pipeline.settings import Settings, load_settings
+from pipeline.store import ArtifactStore
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class Context:
+    """Runtime handles shared by the stages of one process."""
+
+    settings: Settings
+    engine: Engine
+    store: ArtifactStore
+    progress: bool = False
+    _device: torch.device | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Torch device chosen by ``settings.device`` (CUDA when present for ``auto``)."""
+        if self._device is None:
+            from pipeline.model.device import select_device
+
+            self._device = select_device(self.settings.device)
+        return self._device
+
+
+@functools.lru_cache(maxsize=8)
+def _migrated_engine(url: str) -> Engine:
+    from pipeline.db.engine import make_engine
+    from pipeline.db.migrate import upgrade
+
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def open_context(settings: Settings | None = None, *, progress: bool = False) -> Context:
+    """Create (and migrate, once per process) the database and the artifact store."""
+    settings = settings or load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = _migrated_engine(settings.resolved_database_url)
+    store = ArtifactStore(settings.resolved_artifact_root)
+    return Context(settings=settings, engine=engine, store=store, progress=progress)

@@ -1,0 +1,124 @@
+"""AOI configuration files: valid ones load, malformed or hostile ones are refused clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.aoi import check_step, load_aoi, parse_aoi
+from pipeline.errors import ConfigError
+
+VALID = {
+    "name": "old-town",
+    "bbox": [8.54, 47.36, 8.55, 47.37],
+    "work_zoom": 18,
+    "shard_zoom": 16,
+    "imagery": {"kind": "geotiff", "path": "imagery/{step}.tif"},
+    "opendata": {"kind": "vector", "path": "buildings.geojson"},
+}
+
+
+def write(tmp_path: Path, data: object, name: str = "aoi.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
+    config = load_aoi(write(tmp_path, VALID))
+    assert config.name == "old-town"
+    assert config.base_dir == tmp_path.resolve()
+    assert config.thresholds.qod_flag == 80.0
+    assert 0.5 < config.area_km2() < 1.0
+    tiles = config.tiles()
+    shards = config.shards()
+    assert sum(len(v) for v in shards.values()) == len(tiles) > 20
+    absolute = config.with_absolute_paths()
+    assert absolute.imagery.path == str(tmp_path.resolve() / "imagery/{step}.tif")
+
+
+def test_polygon_aoi_covers_fewer_tiles_than_its_bbox(tmp_path: Path) -> None:
+    triangle = {
+        "type": "Polygon",
+        "coordinates": [[[8.54, 47.36], [8.56, 47.36], [8.54, 47.38], [8.54, 47.36]]],
+    }
+    data = {**VALID, "polygon": triangle}
+    del data["bbox"]
+    config = load_aoi(write(tmp_path, data))
+    boxed = parse_aoi({**VALID, "bbox": [8.54, 47.36, 8.56, 47.38]})
+    assert 0 < len(config.tiles()) < len(boxed.tiles())
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"colour": "red"}, r"colour: Extra inputs are not permitted"),
+        ({"name": "../../etc/passwd"}, r"name: .*no paths"),
+        ({"name": "Old Town"}, r"name: .*lowercase"),
+        ({"bbox": [8.56, 47.36, 8.55, 47.37]}, r"west < east"),
+        ({"bbox": [800, 47.36, 801, 47.37]}, r"inside the web-mercator range"),
+        ({"work_zoom": 30}, r"work_zoom: Input should be less than or equal to 22"),
+        ({"shard_zoom": 19}, r"shard zoom must be within"),
+        ({"shard_zoom": 10}, r"more than 5 zooms above"),
+        (
+            {"imagery": {"kind": "wms", "path": "x"}},
+            r"imagery: Input tag 'wms' found using 'kind' does not match",
+        ),
+        ({"imagery": {"kind": "geotiff"}}, r"imagery\.geotiff\.path: Field required"),
+        (
+            {"opendata": {"kind": "vector", "path": "b.geojson", "nope": 1}},
+            r"opendata\.nope: Extra inputs",
+        ),
+        ({"steps": ["2025-13-01"]}, r"not a calendar date"),
+        ({"steps": ["last week"]}, r"ISO date"),
+        (
+            {"polygon": {"type": "Point", "coordinates": [1, 2]}},
+            r"exactly one of 'bbox' or 'polygon'",
+        ),
+    ],
+)
+def test_malformed_aoi_is_refused_with_the_field_named(
+    tmp_path: Path, change: dict, match: str
+) -> None:
+    path = write(tmp_path, {**VALID, **change})
+    with pytest.raises(ConfigError, match=match) as info:
+        load_aoi(path)
+    assert str(path) in str(info.value)
+
+
+def test_aoi_larger_than_maximum_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, {**VALID, "bbox": [8.0, 47.0, 9.0, 48.0]})
+    with pytest.raises(
+        ConfigError, match=r"covers .* km², more than the configured maximum of 100 km²"
+    ):
+        load_aoi(path, max_km2=100)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("name: [unclosed", "not valid YAML"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("", "must be a YAML mapping"),
+    ],
+)
+def test_unparseable_files(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_aoi(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="AOI file not found"):
+        load_aoi(tmp_path / "absent.yaml")
+
+
+def test_yaml_tags_cannot_run_code(tmp_path: Path) -> None:
+    path = write(tmp_path, "!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_aoi(path)
+
+
+def test_check_step_accepts_iso_dates() -> None:
+    assert check_step("2026-06-01") == "2026-06-01"
