@@ -41,9 +41,13 @@ def test_round_trip_gives_identical_outputs(model_and_spec, tmp_path, cpu):
 def test_trained_checkpoint_reproduces_the_result_model(trained, town, cpu):
     loaded, spec, meta = load_model(trained.best_checkpoint, device=cpu)
     assert spec == trained.spec and meta["val_iou"] == pytest.approx(trained.val_iou)
+    saved, kept = loaded.state_dict(), trained.model.state_dict()
+    assert saved.keys() == kept.keys()
+    assert all(torch.equal(saved[k], kept[k]) for k in saved)
     image = torch.from_numpy(town[1][0].image).float()[None]
     with torch.no_grad():
-        assert torch.equal(loaded(image), trained.model(image))
+        # Same weights; oneDNN may pick kernels by memory layout, so allow float rounding.
+        torch.testing.assert_close(loaded(image), trained.model(image), rtol=1e-5, atol=1e-4)
 
 
 def test_meta_must_be_json(model_and_spec, tmp_path):
