@@ -16,7 +16,7 @@ from pipeline.context import Context, open_context
 from pipeline.settings import Settings
 
 E2E_SIZE_M = 500.0
-E2E_TRAIN_SECONDS = 75.0
+E2E_TRAIN_SECONDS = 120.0
 
 
 @dataclass
