@@ -19,6 +19,7 @@ from .conftest import Audited
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.quality
 def test_injected_defects_are_found(audited: Audited) -> None:
     """Bounds for the small e2e town and a 2-minute training (the demo aims higher).
 
