@@ -37,8 +37,10 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="geoaudit-bench-"))
     os.environ["GEOAUDIT_HOME"] = str(home)
     import torch
+    from sqlalchemy.orm import Session
 
     from pipeline.context import open_context
+    from pipeline.db import repo
     from pipeline.demo import create_sample_aoi
     from pipeline.fetch import fetch_imagery, fetch_opendata, read_opendata
     from pipeline.model.net import ModelSpec, build_model
@@ -47,9 +49,6 @@ def main() -> None:
     from pipeline.rasterize import rasterize_shard
     from pipeline.score.metrics import qod, tile_metrics
     from pipeline.tiles import TILE_SIZE, block_of, xy_bounds
-    from sqlalchemy.orm import Session
-
-    from pipeline.db import repo
 
     torch.set_num_threads(os.cpu_count() or 1)
     ctx = open_context()
@@ -67,7 +66,9 @@ def main() -> None:
         with ctx.store.readable_path(img_meta[shard.id]["key"]) as p:
             images[shard] = read_mosaic(p)
     n_tiles = sum(len(t) for t in shards.values())
-    print(f"sample: {args.size_m:.0f} m, {len(shards)} shards, {n_tiles} tiles at z{config.work_zoom}")
+    print(
+        f"sample: {args.size_m:.0f} m, {len(shards)} shards, {n_tiles} tiles at z{config.work_zoom}"
+    )
 
     # Predictions (the input both ways compare against): a real model forward pass.
     model = build_model(ModelSpec()).eval()
@@ -114,7 +115,12 @@ def main() -> None:
                 hits = merc.geometry.iloc[sindex.query(box(*bounds), predicate="intersects")]
                 transform = rasterio.transform.from_bounds(*bounds, TILE_SIZE, TILE_SIZE)
                 label = (
-                    rasterio.features.rasterize(list(hits), out_shape=(TILE_SIZE, TILE_SIZE), transform=transform, dtype="uint8")
+                    rasterio.features.rasterize(
+                        list(hits),
+                        out_shape=(TILE_SIZE, TILE_SIZE),
+                        transform=transform,
+                        dtype="uint8",
+                    )
                     if len(hits)
                     else np.zeros((TILE_SIZE, TILE_SIZE), np.uint8)
                 )
@@ -140,12 +146,18 @@ def main() -> None:
     t_r, t_s = (statistics.median(x) for x in zip(*tile_runs, strict=True))
 
     print(f"{'stage':<22}{'shard mosaics':>16}{'tile per file':>16}{'ratio':>8}")
-    print(f"{'rasterize tiles/s':<22}{n_tiles / s_r:>16.1f}{n_tiles / t_r:>16.1f}{t_r / s_r:>7.1f}x")
+    print(
+        f"{'rasterize tiles/s':<22}{n_tiles / s_r:>16.1f}{n_tiles / t_r:>16.1f}{t_r / s_r:>7.1f}x"
+    )
     print(f"{'score tiles/s':<22}{n_tiles / s_s:>16.1f}{n_tiles / t_s:>16.1f}{t_s / s_s:>7.1f}x")
     both = (t_r + t_s) / (s_r + s_s)
-    print(f"{'rasterize+score':<22}{n_tiles / (s_r + s_s):>16.1f}{n_tiles / (t_r + t_s):>16.1f}{both:>7.1f}x")
+    print(
+        f"{'rasterize+score':<22}{n_tiles / (s_r + s_s):>16.1f}{n_tiles / (t_r + t_s):>16.1f}{both:>7.1f}x"
+    )
     if not args.skip_predict:
-        print(f"{'predict tiles/s':<22}{n_tiles / predict_s:>16.1f}{'':>16}{'':>8}  (CPU threads: {torch.get_num_threads()})")
+        print(
+            f"{'predict tiles/s':<22}{n_tiles / predict_s:>16.1f}{'':>16}{'':>8}  (CPU threads: {torch.get_num_threads()})"
+        )
     print(f"median of {args.repeat} runs; work files under {work}")
 
 

@@ -187,8 +187,14 @@ class AoiConfig(BaseModel):
         updates = {}
         for field in ("imagery", "opendata"):
             spec = getattr(self, field)
-            if self.base_dir is not None and "://" not in spec.path and not Path(spec.path).is_absolute():
-                updates[field] = spec.model_copy(update={"path": str((self.base_dir / spec.path).resolve())})
+            if (
+                self.base_dir is not None
+                and "://" not in spec.path
+                and not Path(spec.path).is_absolute()
+            ):
+                updates[field] = spec.model_copy(
+                    update={"path": str((self.base_dir / spec.path).resolve())}
+                )
         return self.model_copy(update=updates)
 
 
@@ -205,10 +211,14 @@ def check_step(step: str) -> str:
     return step
 
 
-def parse_aoi(data: Any, *, source: str = "<AOI>", base_dir: Path | None = None, max_km2: float | None = None) -> AoiConfig:
+def parse_aoi(
+    data: Any, *, source: str = "<AOI>", base_dir: Path | None = None, max_km2: float | None = None
+) -> AoiConfig:
     """Validate a mapping as an AOI; :class:`ConfigError` names ``source`` and the field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: an AOI file must be a YAML mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: an AOI file must be a YAML mapping, got {type(data).__name__}"
+        )
     try:
         config = AoiConfig(**data, base_dir=base_dir)
     except ValidationError as exc:
@@ -249,4 +259,13 @@ def aoi_geometry_geojson(config: AoiConfig) -> dict[str, Any]:
     return dict(mapping(config.geometry))
 
 
-__all__ = ["AoiConfig", "Thresholds", "ModelSettings", "TrainSettings", "load_aoi", "parse_aoi", "check_step", "Polygon"]
+__all__ = [
+    "AoiConfig",
+    "Thresholds",
+    "ModelSettings",
+    "TrainSettings",
+    "load_aoi",
+    "parse_aoi",
+    "check_step",
+    "Polygon",
+]

@@ -30,7 +30,9 @@ def register_aoi(ctx: Context, config: AoiConfig) -> AoiConfig:
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(config.to_yaml(), encoding="utf-8")
     with Session(ctx.engine) as s, s.begin():
-        repo.upsert_aoi(s, config.name, config.model_dump(mode="json", exclude={"base_dir"}), config.geometry)
+        repo.upsert_aoi(
+            s, config.name, config.model_dump(mode="json", exclude={"base_dir"}), config.geometry
+        )
     tmp.replace(target)
     return config
 

@@ -53,7 +53,9 @@ class AuditResult:
     @property
     def predicted_shards(self) -> int:
         """Shards that ran inference in this run."""
-        return sum(1 for s in self.shard_stats if s.get("status") == "done" and not s.get("cache_hit"))
+        return sum(
+            1 for s in self.shard_stats if s.get("status") == "done" and not s.get("cache_hit")
+        )
 
 
 def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int | None) -> int:
@@ -138,7 +140,9 @@ def run_audit(
     )
     stats: list[dict[str, Any]] = []
     try:
-        for shard_id in tqdm(plan.shard_ids, desc=f"audit {aoi_name} {step}", unit="shard", disable=not ctx.progress):
+        for shard_id in tqdm(
+            plan.shard_ids, desc=f"audit {aoi_name} {step}", unit="shard", disable=not ctx.progress
+        ):
             stats.append(process_shard(ctx, plan.run_id, shard_id))
         summary = publish_run(ctx, plan.run_id, extra_seconds={"fetch": fetch_s})
     except (GeoAuditError, OSError, ValueError, RuntimeError) as exc:

@@ -93,9 +93,7 @@ def _rows(kind: str, detail: str, geoms: np.ndarray, **columns: np.ndarray) -> p
         "iou": np.full(n, np.nan),
     }
     for name, values in columns.items():
-        data[name] = np.asarray(
-            values, dtype=object if name.endswith("feature_id") else np.float64
-        )
+        data[name] = np.asarray(values, dtype=object if name.endswith("feature_id") else np.float64)
     data["geometry"] = geoms
     return pd.DataFrame(data)
 
@@ -103,8 +101,13 @@ def _rows(kind: str, detail: str, geoms: np.ndarray, **columns: np.ndarray) -> p
 class _Buildings:
     """Predicted buildings of one step: geometries, areas, confidence, eligibility."""
 
-    def __init__(self, frame: gpd.GeoDataFrame, what: str, config: ChangeConfig,
-                 footprint: BaseGeometry | None) -> None:
+    def __init__(
+        self,
+        frame: gpd.GeoDataFrame,
+        what: str,
+        config: ChangeConfig,
+        footprint: BaseGeometry | None,
+    ) -> None:
         if "confidence" not in frame.columns:
             raise VectorDataError(f"{what}: column 'confidence' is missing")
         frame = to_mercator(frame, what)
@@ -156,13 +159,20 @@ def _opendata_changes(prev: _OpenData, cur: _OpenData, config: ChangeConfig) -> 
         _rows("added", "new_feature", cur.geoms[added], feature_id=cur.ids[added]),
         _rows("removed", "feature_deleted", prev.geoms[removed], feature_id=prev.ids[removed]),
         _rows(
-            "modified", "geometry_changed", cur.geoms[kept_cur[changed]],
-            feature_id=cur.ids[kept_cur[changed]], prev_feature_id=prev.ids[kept_prev[changed]],
+            "modified",
+            "geometry_changed",
+            cur.geoms[kept_cur[changed]],
+            feature_id=cur.ids[kept_cur[changed]],
+            prev_feature_id=prev.ids[kept_prev[changed]],
             iou=kept_iou[changed],
         ),
         _rows(
-            "modified", "id_changed", cur.geoms[renamed_cur], feature_id=cur.ids[renamed_cur],
-            prev_feature_id=prev.ids[renamed_prev], iou=riou[pairs],
+            "modified",
+            "id_changed",
+            cur.geoms[renamed_cur],
+            feature_id=cur.ids[renamed_cur],
+            prev_feature_id=prev.ids[renamed_prev],
+            iou=riou[pairs],
         ),
     ]
 
@@ -229,15 +239,34 @@ def detect_changes(
     )
 
     frames = [
-        _rows("appeared", "new_building", cur_b.geoms[appeared],
-              confidence=cur_b.confidence[appeared], iou=cur_best[appeared]),
-        _rows("disappeared", "building_gone", prev_b.geoms[disappeared],
-              confidence=prev_b.confidence[disappeared], iou=prev_best[disappeared]),
+        _rows(
+            "appeared",
+            "new_building",
+            cur_b.geoms[appeared],
+            confidence=cur_b.confidence[appeared],
+            iou=cur_best[appeared],
+        ),
+        _rows(
+            "disappeared",
+            "building_gone",
+            prev_b.geoms[disappeared],
+            confidence=prev_b.confidence[disappeared],
+            iou=prev_best[disappeared],
+        ),
         *_opendata_changes(prev_o, cur_o, config),
-        _rows("stale_opendata", "new_building_missing", cur_b.geoms[new_missing],
-              confidence=cur_b.confidence[new_missing]),
-        _rows("stale_opendata", "demolished_still_mapped", cur_o.geoms[still],
-              feature_id=cur_o.ids[still], confidence=still_conf[still]),
+        _rows(
+            "stale_opendata",
+            "new_building_missing",
+            cur_b.geoms[new_missing],
+            confidence=cur_b.confidence[new_missing],
+        ),
+        _rows(
+            "stale_opendata",
+            "demolished_still_mapped",
+            cur_o.geoms[still],
+            feature_id=cur_o.ids[still],
+            confidence=still_conf[still],
+        ),
     ]
     table = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     changes = gpd.GeoDataFrame(table, geometry="geometry", crs=MERCATOR)

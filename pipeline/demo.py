@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 SAMPLE_AOI = "sample-town"
 
 
-def sample_aoi_config(info: SampleInfo, *, name: str = SAMPLE_AOI, work_zoom: int = 18, shard_zoom: int = 16) -> AoiConfig:
+def sample_aoi_config(
+    info: SampleInfo, *, name: str = SAMPLE_AOI, work_zoom: int = 18, shard_zoom: int = 16
+) -> AoiConfig:
     """AOI configuration for a generated sample (sources point at its files)."""
     return parse_aoi(
         {
@@ -39,7 +41,11 @@ def sample_aoi_config(info: SampleInfo, *, name: str = SAMPLE_AOI, work_zoom: in
             "work_zoom": work_zoom,
             "shard_zoom": shard_zoom,
             "imagery": {"kind": "geotiff", "path": str(info.root / "imagery" / "{step}.tif")},
-            "opendata": {"kind": "vector", "path": str(info.root / "opendata" / "{step}.geojson"), "id_field": "id"},
+            "opendata": {
+                "kind": "vector",
+                "path": str(info.root / "opendata" / "{step}.geojson"),
+                "id_field": "id",
+            },
             "steps": list(info.steps),
             "schedule": "@weekly",
             "tags": ["sample"],
@@ -48,7 +54,14 @@ def sample_aoi_config(info: SampleInfo, *, name: str = SAMPLE_AOI, work_zoom: in
     )
 
 
-def create_sample_aoi(ctx: Context, root: Path | None = None, *, size_m: float = 1000.0, seed: int = 7, name: str = SAMPLE_AOI) -> tuple[SampleInfo, AoiConfig]:
+def create_sample_aoi(
+    ctx: Context,
+    root: Path | None = None,
+    *,
+    size_m: float = 1000.0,
+    seed: int = 7,
+    name: str = SAMPLE_AOI,
+) -> tuple[SampleInfo, AoiConfig]:
     """Generate the sample town below ``root`` (default ``$GEOAUDIT_HOME/sample``) and register it."""
     root = root or ctx.settings.home / "sample"
     info = create_sample(root, seed=seed, size_m=size_m, progress=ctx.progress)
@@ -64,7 +77,9 @@ class DemoResult:
     path: Path
 
 
-def _frames(ctx: Context, results: list[AuditResult]) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+def _frames(
+    ctx: Context, results: list[AuditResult]
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
     findings, changes, hotspots = [], [], []
     with Session(ctx.engine) as s:
         for res in results:
@@ -79,12 +94,20 @@ def _frames(ctx: Context, results: list[AuditResult]) -> tuple[gpd.GeoDataFrame,
             hotspots.append(h)
 
     def cat(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
-        return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+        return gpd.GeoDataFrame(
+            pd.concat(parts, ignore_index=True), geometry="geometry", crs="EPSG:4326"
+        )
 
     return cat(findings), cat(changes), cat(hotspots)
 
 
-def run_demo(ctx: Context, *, size_m: float = 1000.0, train_seconds: float | None = None, out_dir: Path | None = None) -> DemoResult:
+def run_demo(
+    ctx: Context,
+    *,
+    size_m: float = 1000.0,
+    train_seconds: float | None = None,
+    out_dir: Path | None = None,
+) -> DemoResult:
     """Run the whole demo and write the summary JSON."""
     t_start = time.perf_counter()
     stages: dict[str, dict[str, float]] = {}
@@ -95,7 +118,9 @@ def run_demo(ctx: Context, *, size_m: float = 1000.0, train_seconds: float | Non
     stages["sample"] = {"seconds": time.perf_counter() - t0, "tiles_per_s": 0.0}
 
     t0 = time.perf_counter()
-    trained = train_aoi_model(ctx, config.name, [info.steps[0]], max_seconds=train_seconds, promote="always")
+    trained = train_aoi_model(
+        ctx, config.name, [info.steps[0]], max_seconds=train_seconds, promote="always"
+    )
     stages["train"] = {"seconds": time.perf_counter() - t0, "tiles_per_s": 0.0}
 
     audits = [run_audit(ctx, config.name, step) for step in info.steps]
@@ -133,7 +158,12 @@ def run_demo(ctx: Context, *, size_m: float = 1000.0, train_seconds: float | Non
             "rerun_cache_hits": rerun.cache_hits,
         },
         "runs": [
-            {"run_id": r.run_id, "step": r.step, "seconds": round(r.seconds, 3), **r.summary["aggregates"]}
+            {
+                "run_id": r.run_id,
+                "step": r.step,
+                "seconds": round(r.seconds, 3),
+                **r.summary["aggregates"],
+            }
             for r in audits
         ],
         "tiles": n_tiles,

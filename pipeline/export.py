@@ -19,7 +19,7 @@ from pipeline.db import repo
 from pipeline.mosaic import read_mosaic
 from pipeline.predictions import prediction_key
 from pipeline.shard_stage import labels_key, load_run_inputs
-from pipeline.tiles import TILE_SIZE, Tile, block_of, parent, Shard
+from pipeline.tiles import TILE_SIZE, Shard, Tile, block_of, parent
 
 PINK = np.array([255, 0, 255], dtype=np.float32)
 GREEN = np.array([0, 200, 0], dtype=np.float32)
@@ -27,7 +27,9 @@ GREY = np.array([160, 160, 160], dtype=np.float32)
 VectorFormat = Literal["geojson", "gpkg"]
 
 
-def composite(image: np.ndarray, label: np.ndarray, pred: np.ndarray, *, alpha: float = 0.55) -> np.ndarray:
+def composite(
+    image: np.ndarray, label: np.ndarray, pred: np.ndarray, *, alpha: float = 0.55
+) -> np.ndarray:
     """Blend the agreement layer over the imagery: ``out = (1 - a) * rgb + a * colour``.
 
     ``image`` is ``(3, H, W) uint8``; ``label`` and ``pred`` are boolean ``(H, W)``.
@@ -79,7 +81,12 @@ def export_run(
         chosen = chosen.sort_values("qod")
         if limit is not None:
             chosen = chosen.head(limit)
-        pngs = write_composites(ctx, run_id, [Tile(int(r.x), int(r.y), int(r.z)) for r in chosen.itertuples()], out_dir / "composites")
+        pngs = write_composites(
+            ctx,
+            run_id,
+            [Tile(int(r.x), int(r.y), int(r.z)) for r in chosen.itertuples()],
+            out_dir / "composites",
+        )
     return ExportResult(findings=findings_path, changes=changes_path, composites=pngs)
 
 
@@ -101,9 +108,13 @@ def write_composites(ctx: Context, run_id: int, tiles: list[Tile], out_dir: Path
     config = inputs.aoi
     by_shard: dict[Shard, list[Tile]] = {}
     for tile in tiles:
-        by_shard.setdefault(Shard(parent(tile, config.shard_zoom), config.work_zoom), []).append(tile)
+        by_shard.setdefault(Shard(parent(tile, config.shard_zoom), config.work_zoom), []).append(
+            tile
+        )
     written: list[Path] = []
-    for shard, shard_tiles in tqdm(by_shard.items(), desc="composites", unit="shard", disable=not ctx.progress):
+    for shard, shard_tiles in tqdm(
+        by_shard.items(), desc="composites", unit="shard", disable=not ctx.progress
+    ):
         meta = inputs.imagery_meta["shards"].get(shard.id)
         if meta is None:
             continue
@@ -116,7 +127,9 @@ def write_composites(ctx: Context, run_id: int, tiles: list[Tile], out_dir: Path
             pred = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) >= 128
         for tile in shard_tiles:
             row, col = block_of(tile, shard)
-            sl = np.s_[row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE]
+            sl = np.s_[
+                row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE
+            ]
             png = composite(image[(slice(None), *sl)], label[sl], pred[sl])
             path = out_dir / str(tile.z) / str(tile.x) / f"{tile.y}.png"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,9 @@ def opendata_key(aoi: str, step: str, content_hash: str) -> str:
     return f"aois/{aoi}/opendata/{step}/{content_hash[:16]}.parquet"
 
 
-def _reusable(ctx: Context, aoi_id: int, kind: str, step: str, fingerprint: str) -> SnapshotRef | None:
+def _reusable(
+    ctx: Context, aoi_id: int, kind: str, step: str, fingerprint: str
+) -> SnapshotRef | None:
     with Session(ctx.engine) as s:
         snap = repo.latest_snapshot(s, aoi_id, kind, step)
         if snap is None or (snap.meta or {}).get("fingerprint") != fingerprint:
@@ -77,7 +79,9 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
             return reused
         coverage = check_coverage(source, config.geometry)
         shard_meta: dict[str, dict[str, object]] = {}
-        for shard in tqdm(shards, desc=f"fetch imagery {step}", unit="shard", disable=not ctx.progress):
+        for shard in tqdm(
+            shards, desc=f"fetch imagery {step}", unit="shard", disable=not ctx.progress
+        ):
             image = source.read_shard(shard)
             if not image.valid.any():
                 log.info("shard has no imagery", extra={"shard": shard.id})

@@ -72,7 +72,9 @@ def predict_shard(
 ) -> Prediction:
     """Probabilities for a shard mosaic: from the cache, or predicted and cached."""
     with Session(ctx.engine) as s:
-        cached = None if force else repo.cached_prediction(s, imagery_hash, model_version_id, shard.id)
+        cached = (
+            None if force else repo.cached_prediction(s, imagery_hash, model_version_id, shard.id)
+        )
     if cached and ctx.store.exists(cached):
         with ctx.store.readable_path(cached) as path:
             data, _ = read_mosaic(path)

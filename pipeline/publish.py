@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.shard_stage import RunInputs, buildings_key, load_run_inputs, opendata_frame
-from pipeline.tiles import Tile
 from pipeline.score.aggregate import aoi_aggregates
 from pipeline.score.hotspots import hotspots as rank_hotspots
 from pipeline.score.match import MatchConfig, match_buildings
 from pipeline.score.vectorize import merge_across_edges
+from pipeline.shard_stage import RunInputs, buildings_key, load_run_inputs, opendata_frame
+from pipeline.tiles import Tile
 
 log = logging.getLogger(__name__)
 WEB_MERCATOR = "EPSG:3857"
@@ -64,10 +64,14 @@ def _tile_of(points: gpd.GeoSeries, zoom: int) -> pd.DataFrame:
     lat = np.radians(points.y.to_numpy())
     x = np.floor((lon + 180.0) / 360.0 * n).astype(int)
     y = np.floor((1.0 - np.arcsinh(np.tan(lat)) / math.pi) / 2.0 * n).astype(int)
-    return pd.DataFrame({"tile_z": zoom, "tile_x": np.clip(x, 0, n - 1), "tile_y": np.clip(y, 0, n - 1)})
+    return pd.DataFrame(
+        {"tile_z": zoom, "tile_x": np.clip(x, 0, n - 1), "tile_y": np.clip(y, 0, n - 1)}
+    )
 
 
-def publish_run(ctx: Context, run_id: int, *, extra_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+def publish_run(
+    ctx: Context, run_id: int, *, extra_seconds: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Compute and store findings, hotspots, changes and the AOI score; finish the run."""
     t0 = time.perf_counter()
     inputs = load_run_inputs(ctx, run_id)
@@ -94,13 +98,22 @@ def publish_run(ctx: Context, run_id: int, *, extra_seconds: dict[str, float] | 
 
     counts = findings_4326.groupby(["tile_x", "tile_y"]).size()
     tiles = tiles.copy()
-    tiles["n_findings"] = [int(counts.get((x, y), 0)) for x, y in zip(tiles["x"], tiles["y"], strict=True)]
+    tiles["n_findings"] = [
+        int(counts.get((x, y), 0)) for x, y in zip(tiles["x"], tiles["y"], strict=True)
+    ]
     tiles["flagged"] = (tiles["qod"] < th.qod_flag) | (tiles["n_findings"] > 0)
 
-    aoi_tiles = [Tile(int(x), int(y), int(z)) for x, y, z in zip(tiles["x"], tiles["y"], tiles["z"], strict=True)]
-    hotspot_cells = rank_hotspots(
-        findings_4326, aoi_tiles, cell_zoom=config.hotspot_cell_zoom(), top_k=th.hotspot_top_k
-    ) if aoi_tiles else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+    aoi_tiles = [
+        Tile(int(x), int(y), int(z))
+        for x, y, z in zip(tiles["x"], tiles["y"], tiles["z"], strict=True)
+    ]
+    hotspot_cells = (
+        rank_hotspots(
+            findings_4326, aoi_tiles, cell_zoom=config.hotspot_cell_zoom(), top_k=th.hotspot_top_k
+        )
+        if aoi_tiles
+        else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+    )
     aggregates = aoi_aggregates(
         tiles,
         findings_4326,
@@ -149,16 +162,27 @@ def publish_run(ctx: Context, run_id: int, *, extra_seconds: dict[str, float] | 
     }
 
 
-def _stage_seconds(shard_rows: list[Any], extra: dict[str, float], publish_s: float) -> dict[str, dict[str, float]]:
+def _stage_seconds(
+    shard_rows: list[Any], extra: dict[str, float], publish_s: float
+) -> dict[str, dict[str, float]]:
     """Sum per-shard stage times; tiles/s = tiles processed / stage seconds."""
     n_tiles = sum(int((r.stats or {}).get("tiles", 0)) for r in shard_rows)
     out: dict[str, dict[str, float]] = {}
     for stage in ("rasterize", "predict", "score"):
         secs = sum(float((r.stats or {}).get(f"{stage}_s", 0.0)) for r in shard_rows)
-        out[stage] = {"seconds": round(secs, 3), "tiles_per_s": round(n_tiles / secs, 2) if secs else 0.0}
+        out[stage] = {
+            "seconds": round(secs, 3),
+            "tiles_per_s": round(n_tiles / secs, 2) if secs else 0.0,
+        }
     for stage, secs in extra.items():
-        out[stage] = {"seconds": round(secs, 3), "tiles_per_s": round(n_tiles / secs, 2) if secs else 0.0}
-    out["publish"] = {"seconds": round(publish_s, 3), "tiles_per_s": round(n_tiles / publish_s, 2) if publish_s else 0.0}
+        out[stage] = {
+            "seconds": round(secs, 3),
+            "tiles_per_s": round(n_tiles / secs, 2) if secs else 0.0,
+        }
+    out["publish"] = {
+        "seconds": round(publish_s, 3),
+        "tiles_per_s": round(n_tiles / publish_s, 2) if publish_s else 0.0,
+    }
     return out
 
 
@@ -168,11 +192,28 @@ def _to_parquet(frame: gpd.GeoDataFrame) -> bytes:
     return buffer.getvalue()
 
 
-FINDING_COLUMNS = ("kind", "feature_id", "area_m2", "confidence", "iou", "offset_m", "tile_z", "tile_x", "tile_y", "shard_id")
+FINDING_COLUMNS = (
+    "kind",
+    "feature_id",
+    "area_m2",
+    "confidence",
+    "iou",
+    "offset_m",
+    "tile_z",
+    "tile_x",
+    "tile_y",
+    "shard_id",
+)
 FINDING_DETAIL = ("coverage", "iou_shifted", "dx_m", "dy_m")
 AOI_SCORE_COLUMNS = (
-    "completeness", "correctness", "mean_iou", "mean_qod", "flagged_tile_share",
-    "n_opendata", "n_predicted", "findings_by_kind",
+    "completeness",
+    "correctness",
+    "mean_iou",
+    "mean_qod",
+    "flagged_tile_share",
+    "n_opendata",
+    "n_predicted",
+    "findings_by_kind",
 )
 
 

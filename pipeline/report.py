@@ -18,7 +18,9 @@ def run_for_step(ctx: Context, aoi: str, step: str | None) -> int:
         run = repo.latest_run(s, aoi_row.id, step=step, status="succeeded")
         if run is None:
             at = f" at step {step}" if step else ""
-            raise NotFoundError(f"AOI {aoi!r} has no finished audit{at}: run `geoaudit audit {aoi} --step ...`")
+            raise NotFoundError(
+                f"AOI {aoi!r} has no finished audit{at}: run `geoaudit audit {aoi} --step ...`"
+            )
         return run.id
 
 
@@ -28,9 +30,14 @@ def aoi_report(ctx: Context, aoi: str, *, top_k: int = 5) -> dict[str, Any]:
         aoi_row = repo.get_aoi(s, aoi)
         trend = [
             {
-                "step": sc.step, "run_id": sc.run_id, "completeness": sc.completeness,
-                "correctness": sc.correctness, "mean_iou": sc.mean_iou, "mean_qod": sc.mean_qod,
-                "flagged_tile_share": sc.flagged_tile_share, "findings_by_kind": sc.findings_by_kind,
+                "step": sc.step,
+                "run_id": sc.run_id,
+                "completeness": sc.completeness,
+                "correctness": sc.correctness,
+                "mean_iou": sc.mean_iou,
+                "mean_qod": sc.mean_qod,
+                "flagged_tile_share": sc.flagged_tile_share,
+                "findings_by_kind": sc.findings_by_kind,
             }
             for sc in repo.aoi_scores(s, aoi_row.id)
         ]
@@ -46,10 +53,19 @@ def aoi_report(ctx: Context, aoi: str, *, top_k: int = 5) -> dict[str, Any]:
         "latest": {
             "run_id": latest.id,
             "step": latest.step,
-            "findings_by_kind": findings["kind"].value_counts().to_dict() if not findings.empty else {},
-            "changes_by_kind": changes["kind"].value_counts().to_dict() if not changes.empty else {},
+            "findings_by_kind": findings["kind"].value_counts().to_dict()
+            if not findings.empty
+            else {},
+            "changes_by_kind": changes["kind"].value_counts().to_dict()
+            if not changes.empty
+            else {},
             "hotspots": [
-                {"rank": int(r.rank), "tile": f"{int(r.z)}/{int(r.x)}/{int(r.y)}", "gi_star": float(r.gi_star), "n_findings": int(r.n_findings)}
+                {
+                    "rank": int(r.rank),
+                    "tile": f"{int(r.z)}/{int(r.x)}/{int(r.y)}",
+                    "gi_star": float(r.gi_star),
+                    "n_findings": int(r.n_findings),
+                }
                 for r in hotspots.itertuples()
             ],
         },

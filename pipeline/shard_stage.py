@@ -85,7 +85,9 @@ def shard_labels(ctx: Context, inputs: RunInputs, shard: Shard) -> np.ndarray:
     return labels_for(ctx, inputs.aoi.name, inputs.opendata_hash, inputs.opendata_meta, shard)
 
 
-def labels_for(ctx: Context, aoi: str, opendata_hash: str, opendata_meta: dict, shard: Shard) -> np.ndarray:
+def labels_for(
+    ctx: Context, aoi: str, opendata_hash: str, opendata_meta: dict, shard: Shard
+) -> np.ndarray:
     """Label mosaic of ``shard`` for an open-data snapshot, rasterized once and stored."""
     key = labels_key(aoi, opendata_hash, shard.id)
     if ctx.store.exists(key):

@@ -26,7 +26,11 @@ _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative path, else raise :class:`StoreError`."""
     parts = key.split("/")
-    if not key or key.startswith("/") or any(not _KEY_PART.match(p) or p in {".", ".."} for p in parts):
+    if (
+        not key
+        or key.startswith("/")
+        or any(not _KEY_PART.match(p) or p in {".", ".."} for p in parts)
+    ):
         raise StoreError(
             f"artifact key {key!r} is not a safe relative path "
             "(letters, digits, '._=-' per part, no '..', no leading '/')"
@@ -40,7 +44,9 @@ class ArtifactStore:
     def __init__(self, root: str | Path) -> None:
         root = str(root)
         self.fs, self.root = fsspec.core.url_to_fs(root)
-        self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        self.is_local = (
+            self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        )
         self.url = root
         try:
             self.fs.makedirs(self.root, exist_ok=True)
@@ -92,7 +98,9 @@ class ArtifactStore:
             parent = Path(target).parent
             try:
                 parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=suffix or Path(target).suffix)
+                fd, tmp_name = tempfile.mkstemp(
+                    dir=parent, prefix=".tmp-", suffix=suffix or Path(target).suffix
+                )
             except OSError as exc:
                 raise StoreError(f"artifact store {self.url} is not writable: {exc}") from exc
             os.close(fd)

@@ -87,10 +87,7 @@ def cover(bbox: tuple[float, float, float, float], zoom: int) -> list[Tile]:
     west, south, east, north = bbox
     if not (west < east and south < north):
         raise InvalidTileError(f"bbox must have west < east and south < north, got {bbox}")
-    tiles = {
-        Tile(t.x, t.y, t.z)
-        for t in mercantile.tiles(west, south, east, north, zooms=[zoom])
-    }
+    tiles = {Tile(t.x, t.y, t.z) for t in mercantile.tiles(west, south, east, north, zooms=[zoom])}
     return sorted(tiles, key=lambda t: (t.y, t.x))
 
 
@@ -122,7 +119,9 @@ def block_of(tile: Tile, shard: Shard) -> tuple[int, int]:
     n = shard.tiles_per_side
     row, col = tile.y - shard.tile.y * n, tile.x - shard.tile.x * n
     if tile.z != shard.work_zoom or not (0 <= row < n and 0 <= col < n):
-        raise InvalidTileError(f"Tile(x={tile.x}, y={tile.y}, z={tile.z}) is not in shard {shard.id}")
+        raise InvalidTileError(
+            f"Tile(x={tile.x}, y={tile.y}, z={tile.z}) is not in shard {shard.id}"
+        )
     return row, col
 
 

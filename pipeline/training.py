@@ -83,7 +83,12 @@ def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> Tra
         with Session(ctx.engine) as s:
             img_meta = dict(repo.get_snapshot(s, imagery.id).meta)
             od_meta = dict(repo.get_snapshot(s, opendata.id).meta)
-        for shard, tiles in tqdm(config.shards().items(), desc=f"training set {step}", unit="shard", disable=not ctx.progress):
+        for shard, tiles in tqdm(
+            config.shards().items(),
+            desc=f"training set {step}",
+            unit="shard",
+            disable=not ctx.progress,
+        ):
             meta = img_meta["shards"].get(shard.id)
             if meta is None:
                 continue
@@ -94,7 +99,9 @@ def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> Tra
             train_valid = np.zeros_like(valid)
             for tile in tiles:
                 row, col = block_of(tile, shard)
-                sl = np.s_[row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE]
+                sl = np.s_[
+                    row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE
+                ]
                 if tile in excluded:
                     excluded_names.add(str(tile))
                     continue
@@ -112,7 +119,11 @@ def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> Tra
                     continue
                 train_valid[sl] = valid[sl]
             if train_valid.any():
-                train.append(TrainingSample(image=image, label=labels, valid=train_valid, name=f"{step}/{shard.id}"))
+                train.append(
+                    TrainingSample(
+                        image=image, label=labels, valid=train_valid, name=f"{step}/{shard.id}"
+                    )
+                )
     if not train or not val:
         raise GeoAuditError(
             f"AOI {config.name!r} has too little imagery to train on for steps {steps}: "
@@ -135,7 +146,9 @@ def _train_config(config: AoiConfig, max_seconds: float | None):
     }
     base = TrainConfig()
     fields = {f.name for f in dataclasses.fields(base)}
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None and k in fields})
+    return dataclasses.replace(
+        base, **{k: v for k, v in overrides.items() if v is not None and k in fields}
+    )
 
 
 def _model_spec(config: AoiConfig):
@@ -172,7 +185,9 @@ def train_aoi_model(
     champion_model = load_model_version(ctx, champion_id) if champion_id else None
     init = copy.deepcopy(champion_model) if (warm_start and champion_model is not None) else None
     if init is None:
-        init = build_model(spec, encoder_weights=ctx.settings.encoder_weights, allow_hub=ctx.settings.allow_hub)
+        init = build_model(
+            spec, encoder_weights=ctx.settings.encoder_weights, allow_hub=ctx.settings.allow_hub
+        )
     with tempfile.TemporaryDirectory(prefix="geoaudit-train-") as tmp:
         result = train_model(
             data.train,
@@ -185,7 +200,9 @@ def train_aoi_model(
             progress=ctx.progress,
         )
         champion_iou = (
-            evaluate_iou(champion_model, data.val, device=ctx.device) if champion_model is not None else None
+            evaluate_iou(champion_model, data.val, device=ctx.device)
+            if champion_model is not None
+            else None
         )
         weights = Path(tmp) / "model.pt"
         sha = save_model(
@@ -208,7 +225,10 @@ def train_aoi_model(
             encoder=result.spec.encoder,
             weights_uri=key,
             weights_sha256=sha,
-            params={"spec": dataclasses.asdict(result.spec), "train": dataclasses.asdict(train_config)},
+            params={
+                "spec": dataclasses.asdict(result.spec),
+                "train": dataclasses.asdict(train_config),
+            },
             metrics={
                 "val_iou": result.val_iou,
                 "champion_val_iou": champion_iou,

@@ -11,9 +11,24 @@ from pipeline.cli.main import app
 
 runner = CliRunner()
 COMMANDS = [
-    [], ["init"], ["aoi"], ["aoi", "add"], ["aoi", "list"], ["sample", "create"], ["fetch"], ["train"],
-    ["predict"], ["audit"], ["changes"], ["report"], ["export"], ["models"], ["models", "list"],
-    ["models", "promote"], ["models", "export"], ["demo"],
+    [],
+    ["init"],
+    ["aoi"],
+    ["aoi", "add"],
+    ["aoi", "list"],
+    ["sample", "create"],
+    ["fetch"],
+    ["train"],
+    ["predict"],
+    ["audit"],
+    ["changes"],
+    ["report"],
+    ["export"],
+    ["models"],
+    ["models", "list"],
+    ["models", "promote"],
+    ["models", "export"],
+    ["demo"],
 ]
 
 
@@ -70,6 +85,11 @@ def test_unknown_aoi_exits_2() -> None:
 
 
 def test_bad_option_values_exit_non_zero() -> None:
-    assert runner.invoke(app, ["train", "x", "--step", "2025-06-01", "--promote", "sometimes"]).exit_code == 2
+    assert (
+        runner.invoke(
+            app, ["train", "x", "--step", "2025-06-01", "--promote", "sometimes"]
+        ).exit_code
+        == 2
+    )
     assert runner.invoke(app, ["audit", "x"]).exit_code == 2  # --step missing
     assert runner.invoke(app, ["models", "promote", "12345"]).exit_code == 2

@@ -31,8 +31,12 @@ def train(
     aoi: AoiName,
     steps: Annotated[list[str], typer.Option("--step", "-s", help="Time step(s) to train on.")],
     max_seconds: Annotated[float | None, typer.Option(help="Training time budget.")] = None,
-    promote: Annotated[str, typer.Option(help="auto (if it beats the champion), always or never.")] = "auto",
-    warm_start: Annotated[bool, typer.Option(help="Start from the production model's weights.")] = False,
+    promote: Annotated[
+        str, typer.Option(help="auto (if it beats the champion), always or never.")
+    ] = "auto",
+    warm_start: Annotated[
+        bool, typer.Option(help="Start from the production model's weights.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a challenger on the AOI's open data; promote it if it beats the champion."""
@@ -41,7 +45,9 @@ def train(
     if promote not in ("auto", "always", "never"):
         raise typer.BadParameter("must be auto, always or never", param_hint="--promote")
     ctx = context()
-    out = train_aoi_model(ctx, aoi, steps, max_seconds=max_seconds, promote=promote, warm_start=warm_start)  # type: ignore[arg-type]
+    out = train_aoi_model(
+        ctx, aoi, steps, max_seconds=max_seconds, promote=promote, warm_start=warm_start
+    )  # type: ignore[arg-type]
     if as_json:
         print_json(out.__dict__)
         return
@@ -57,7 +63,9 @@ def train(
 def predict(
     aoi: AoiName,
     step: StepOption,
-    model_version: Annotated[int | None, typer.Option(help="Model version id; default production.")] = None,
+    model_version: Annotated[
+        int | None, typer.Option(help="Model version id; default production.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Ignore the prediction cache.")] = False,
 ) -> None:
     """Predict building masks for every shard (cached per imagery hash and model)."""
@@ -81,11 +89,19 @@ def predict(
         with ctx.store.readable_path(meta["key"]) as path:
             image, valid = read_mosaic(path)
         pred = predict_shard(
-            ctx, aoi=aoi, shard=shard, image=image, valid=valid, imagery_hash=meta["hash"],
-            model_version_id=mv_id, force=force,
+            ctx,
+            aoi=aoi,
+            shard=shard,
+            image=image,
+            valid=valid,
+            imagery_hash=meta["hash"],
+            model_version_id=mv_id,
+            force=force,
         )
         hits += pred.cache_hit
-    console.print(f"{len(shard_meta)} shards predicted with model version {mv_id} ({hits} from cache)")
+    console.print(
+        f"{len(shard_meta)} shards predicted with model version {mv_id} ({hits} from cache)"
+    )
     console.print(f"mosaics under {ctx.store.uri(f'aois/{aoi}/predictions/m{mv_id}')}")
 
 
@@ -93,7 +109,9 @@ def predict(
 def audit(
     aoi: AoiName,
     step: StepOption,
-    model_version: Annotated[int | None, typer.Option(help="Model version id; default production.")] = None,
+    model_version: Annotated[
+        int | None, typer.Option(help="Model version id; default production.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Re-predict even when cached.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -107,12 +125,16 @@ def audit(
         print_json({**summary, "seconds": result.seconds, "cache_hits": result.cache_hits})
         return
     agg = summary["aggregates"]
-    console.print(f"run {result.run_id}: {aoi} {step} succeeded in {result.seconds:.1f} s "
-                  f"({result.cache_hits} shards from the prediction cache)")
+    console.print(
+        f"run {result.run_id}: {aoi} {step} succeeded in {result.seconds:.1f} s "
+        f"({result.cache_hits} shards from the prediction cache)"
+    )
     console.print(
         f"completeness {agg['completeness']:.3f}  correctness {agg['correctness']:.3f}  "
         f"mean IoU {agg['mean_iou']:.3f}  mean QoD {agg['mean_qod']:.1f}  "
         f"flagged tiles {agg['flagged_tile_share']:.1%}"
     )
-    console.print(f"findings: {summary['n_findings']} {agg.get('findings_by_kind', {})}; "
-                  f"changes: {summary['n_changes']}; hotspots: {summary['n_hotspots']}")
+    console.print(
+        f"findings: {summary['n_findings']} {agg.get('findings_by_kind', {})}; "
+        f"changes: {summary['n_changes']}; hotspots: {summary['n_hotspots']}"
+    )

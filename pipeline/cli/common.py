@@ -47,4 +47,6 @@ def context(progress: bool = True) -> Context:
 
 def print_json(data: Any) -> None:
     """Print JSON to stdout (numbers from numpy made plain)."""
-    typer.echo(json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    typer.echo(
+        json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    )

@@ -11,8 +11,12 @@ from pipeline.cli.common import console, context, guarded
 
 @guarded
 def demo(
-    size_m: Annotated[float, typer.Option(help="Side of the sample town in metres.", min=200)] = 1000.0,
-    train_seconds: Annotated[float | None, typer.Option(help="Training time budget in seconds.")] = None,
+    size_m: Annotated[
+        float, typer.Option(help="Side of the sample town in metres.", min=200)
+    ] = 1000.0,
+    train_seconds: Annotated[
+        float | None, typer.Option(help="Training time budget in seconds.")
+    ] = None,
 ) -> None:
     """Create the sample AOI, train, audit two time steps, score against the truth."""
     from pipeline.demo import run_demo
@@ -22,15 +26,24 @@ def demo(
     s = result.summary
     console.rule("GeoAudit demo: sample-town")
     console.print(f"model validation IoU        {s['model']['val_iou']:.3f}")
-    for key, label in (("omitted", "omitted buildings"), ("phantom", "phantom buildings"),
-                       ("misaligned", "misaligned buildings"), ("changes", "real changes"), ("stale", "stale open data")):
+    for key, label in (
+        ("omitted", "omitted buildings"),
+        ("phantom", "phantom buildings"),
+        ("misaligned", "misaligned buildings"),
+        ("changes", "real changes"),
+        ("stale", "stale open data"),
+    ):
         if key in s:
-            console.print(f"{label:<28}recall {s[key]['recall']:.2f}  precision {s[key]['precision']:.2f}")
+            console.print(
+                f"{label:<28}recall {s[key]['recall']:.2f}  precision {s[key]['precision']:.2f}"
+            )
     hs = s["hotspots"]
     console.print(f"{'injected hotspots in top':<28}{hs['in_top']} of {hs['injected']}")
     cache = s["cache"]
-    console.print(f"re-audit of the same step    {cache['rerun_seconds']:.1f} s = {cache['rerun_ratio']:.1%} of the first "
-                  f"({cache['rerun_predicted_shards']} shards predicted)")
+    console.print(
+        f"re-audit of the same step    {cache['rerun_seconds']:.1f} s = {cache['rerun_ratio']:.1%} of the first "
+        f"({cache['rerun_predicted_shards']} shards predicted)"
+    )
     for stage, fig in s["stages"].items():
         rate = f"{fig['tiles_per_s']:.1f} tiles/s" if fig.get("tiles_per_s") else ""
         console.print(f"  {stage:<12}{fig['seconds']:8.1f} s  {rate}")

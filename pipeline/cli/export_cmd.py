@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from pipeline.cli.common import AoiName, JsonFlag, console, context, guarded, print_json
 
-OptionalStep = Annotated[str | None, typer.Option("--step", "-s", help="Time step; default the latest.")]
+OptionalStep = Annotated[
+    str | None, typer.Option("--step", "-s", help="Time step; default the latest.")
+]
 
 
 @guarded
@@ -25,7 +27,9 @@ def changes(aoi: AoiName, step: OptionalStep = None, as_json: JsonFlag = False) 
     with Session(ctx.engine) as s:
         frame = repo.changes_frame(s, run_id)
     if as_json:
-        print_json(frame.drop(columns="geometry").assign(wkt=frame.geometry.to_wkt()).to_dict("records"))
+        print_json(
+            frame.drop(columns="geometry").assign(wkt=frame.geometry.to_wkt()).to_dict("records")
+        )
         return
     if frame.empty:
         console.print(f"no changes recorded for run {run_id} (first time step, or nothing changed)")
@@ -50,16 +54,25 @@ def report(aoi: AoiName, as_json: JsonFlag = False) -> None:
     table = Table("step", "run", "completeness", "correctness", "mean IoU", "mean QoD", "flagged")
     for row in data["trend"]:
         table.add_row(
-            row["step"], str(row["run_id"]), f"{row['completeness']:.3f}", f"{row['correctness']:.3f}",
-            f"{row['mean_iou']:.3f}", f"{row['mean_qod']:.1f}", f"{row['flagged_tile_share']:.1%}",
+            row["step"],
+            str(row["run_id"]),
+            f"{row['completeness']:.3f}",
+            f"{row['correctness']:.3f}",
+            f"{row['mean_iou']:.3f}",
+            f"{row['mean_qod']:.1f}",
+            f"{row['flagged_tile_share']:.1%}",
         )
     console.print(table)
     latest = data["latest"]
     if latest:
-        console.print(f"latest run {latest['run_id']} ({latest['step']}): findings {latest['findings_by_kind']}, "
-                      f"changes {latest['changes_by_kind']}")
+        console.print(
+            f"latest run {latest['run_id']} ({latest['step']}): findings {latest['findings_by_kind']}, "
+            f"changes {latest['changes_by_kind']}"
+        )
         for h in latest["hotspots"]:
-            console.print(f"  hotspot #{h['rank']}: tile {h['tile']} Gi*={h['gi_star']:.2f} ({h['n_findings']} findings)")
+            console.print(
+                f"  hotspot #{h['rank']}: tile {h['tile']} Gi*={h['gi_star']:.2f} ({h['n_findings']} findings)"
+            )
 
 
 @guarded
@@ -69,8 +82,12 @@ def export(
     step: OptionalStep = None,
     fmt: Annotated[str, typer.Option("--format", help="geojson or gpkg.")] = "geojson",
     composites: Annotated[bool, typer.Option(help="Write composite PNGs of tiles.")] = True,
-    all_tiles: Annotated[bool, typer.Option("--all-tiles", help="Composites of every tile, not only flagged.")] = False,
-    limit: Annotated[int | None, typer.Option(help="At most this many composites (worst QoD first).")] = None,
+    all_tiles: Annotated[
+        bool, typer.Option("--all-tiles", help="Composites of every tile, not only flagged.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many composites (worst QoD first).")
+    ] = None,
 ) -> None:
     """Export findings and changes (GeoJSON/GeoPackage) and composite PNG tiles."""
     from pipeline.export import export_run
@@ -80,7 +97,9 @@ def export(
         raise typer.BadParameter("must be geojson or gpkg", param_hint="--format")
     ctx = context()
     run_id = run_for_step(ctx, aoi, step)
-    result = export_run(ctx, run_id, out, fmt=fmt, composites=composites, flagged_only=not all_tiles, limit=limit)  # type: ignore[arg-type]
+    result = export_run(
+        ctx, run_id, out, fmt=fmt, composites=composites, flagged_only=not all_tiles, limit=limit
+    )  # type: ignore[arg-type]
     console.print(f"findings: {result.findings}")
     if result.changes:
         console.print(f"changes:  {result.changes}")

@@ -17,14 +17,21 @@ app = typer.Typer(help="Model registry: versions, promotion, export.", no_args_i
 
 @app.command("list")
 @guarded
-def list_(name: Annotated[str | None, typer.Option(help="Only this model name.")] = None, as_json: JsonFlag = False) -> None:
+def list_(
+    name: Annotated[str | None, typer.Option(help="Only this model name.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """List model versions with their stage and validation IoU."""
     ctx = context(progress=False)
     with Session(ctx.engine) as s:
         rows = [
             {
-                "id": mv.id, "name": mv.name, "version": mv.version, "stage": mv.stage,
-                "encoder": mv.encoder, "val_iou": (mv.metrics or {}).get("val_iou"),
+                "id": mv.id,
+                "name": mv.name,
+                "version": mv.version,
+                "stage": mv.stage,
+                "encoder": mv.encoder,
+                "val_iou": (mv.metrics or {}).get("val_iou"),
                 "created_at": str(mv.created_at),
             }
             for mv in repo.list_model_versions(s, name)
@@ -35,7 +42,15 @@ def list_(name: Annotated[str | None, typer.Option(help="Only this model name.")
     table = Table("id", "name", "version", "stage", "encoder", "val IoU", "created")
     for r in rows:
         iou = "-" if r["val_iou"] is None else f"{r['val_iou']:.3f}"
-        table.add_row(str(r["id"]), r["name"], str(r["version"]), r["stage"], str(r["encoder"]), iou, r["created_at"][:19])
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            str(r["version"]),
+            r["stage"],
+            str(r["encoder"]),
+            iou,
+            r["created_at"][:19],
+        )
     console.print(table)
 
 

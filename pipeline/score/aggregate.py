@@ -88,8 +88,10 @@ def aoi_aggregates(
 
     counts = findings["kind"].value_counts()
     by_kind = {k: int(counts.get(k, 0)) for k in FINDING_KINDS}
-    for kind, total, name in (("missing_in_opendata", n_predicted, "n_predicted"),
-                              ("unsupported_by_imagery", n_opendata, "n_opendata")):
+    for kind, total, name in (
+        ("missing_in_opendata", n_predicted, "n_predicted"),
+        ("unsupported_by_imagery", n_opendata, "n_opendata"),
+    ):
         if by_kind[kind] > total:
             raise ConfigError(f"{by_kind[kind]} {kind} findings exceed {name}={total}")
 

@@ -123,7 +123,8 @@ def hotspots(
     areas = np.zeros(n)
     if "area_m2" in sel.columns:
         areas = np.bincount(
-            cell_of, weights=np.nan_to_num(sel["area_m2"].to_numpy(np.float64)[inside]),
+            cell_of,
+            weights=np.nan_to_num(sel["area_m2"].to_numpy(np.float64)[inside]),
             minlength=n,
         )
     values = counts.astype(np.float64) if weight == "count" else areas
@@ -134,10 +135,16 @@ def hotspots(
     if top_k is not None:
         rank_order = rank_order[:top_k]
     boxes = [mercantile.bounds(int(cx[i]), int(cy[i]), cell_zoom) for i in rank_order]
-    geoms = shapely.box(
-        [b.west for b in boxes], [b.south for b in boxes],
-        [b.east for b in boxes], [b.north for b in boxes],
-    ) if boxes else np.empty(0, dtype=object)
+    geoms = (
+        shapely.box(
+            [b.west for b in boxes],
+            [b.south for b in boxes],
+            [b.east for b in boxes],
+            [b.north for b in boxes],
+        )
+        if boxes
+        else np.empty(0, dtype=object)
+    )
     return gpd.GeoDataFrame(
         {
             "rank": np.arange(1, rank_order.size + 1, dtype=np.int64),

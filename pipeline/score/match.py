@@ -47,8 +47,16 @@ EARTH_RADIUS = 6378137.0
 MERCATOR = "EPSG:3857"
 FINDING_KINDS = ("missing_in_opendata", "unsupported_by_imagery", "misaligned")
 FINDING_COLUMNS = (
-    "kind", "feature_id", "area_m2", "confidence", "iou", "coverage",
-    "iou_shifted", "offset_m", "dx_m", "dy_m",
+    "kind",
+    "feature_id",
+    "area_m2",
+    "confidence",
+    "iou",
+    "coverage",
+    "iou_shifted",
+    "offset_m",
+    "dx_m",
+    "dy_m",
 )
 
 
@@ -183,8 +191,13 @@ class MatchConfig:
             value = getattr(self, f.name)
             if not np.isfinite(value) or value < 0:
                 raise ConfigError(f"MatchConfig.{f.name} must be a finite number >= 0, got {value}")
-        for name in ("iou_match", "iou_misaligned_min", "min_confidence",
-                     "missing_max_coverage", "unsupported_max_coverage"):
+        for name in (
+            "iou_match",
+            "iou_misaligned_min",
+            "min_confidence",
+            "missing_max_coverage",
+            "unsupported_max_coverage",
+        ):
             value = getattr(self, name)
             if value > 1:
                 raise ConfigError(f"MatchConfig.{name} must be within 0..1, got {value}")
@@ -329,34 +342,54 @@ def match(
 
     frames = [
         _finding_rows(
-            "missing_in_opendata", pg[missing], area_m2=pa[missing] * ps[missing] ** 2,
-            confidence=conf[missing], iou=best_p[missing], coverage=cov_p[missing],
+            "missing_in_opendata",
+            pg[missing],
+            area_m2=pa[missing] * ps[missing] ** 2,
+            confidence=conf[missing],
+            iou=best_p[missing],
+            coverage=cov_p[missing],
         ),
         _finding_rows(
-            "unsupported_by_imagery", og[unsupported], feature_id=fid[unsupported],
+            "unsupported_by_imagery",
+            og[unsupported],
+            feature_id=fid[unsupported],
             area_m2=oa[unsupported] * os_[unsupported] ** 2,
-            confidence=1.0 - cov_o[unsupported], iou=best_o[unsupported],
+            confidence=1.0 - cov_o[unsupported],
+            iou=best_o[unsupported],
             coverage=cov_o[unsupported],
         ),
         _finding_rows(
-            "misaligned", og[io[mis]], feature_id=fid[io[mis]],
-            area_m2=oa[io[mis]] * os_[io[mis]] ** 2, confidence=conf[ip[mis]], iou=iou[mis],
-            coverage=cov_o[io[mis]], iou_shifted=shifted_iou, offset_m=offset, dx_m=dx, dy_m=dy,
+            "misaligned",
+            og[io[mis]],
+            feature_id=fid[io[mis]],
+            area_m2=oa[io[mis]] * os_[io[mis]] ** 2,
+            confidence=conf[ip[mis]],
+            iou=iou[mis],
+            coverage=cov_o[io[mis]],
+            iou_shifted=shifted_iou,
+            offset_m=offset,
+            dx_m=dx,
+            dy_m=dy,
         ),
     ]
     table = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     findings = gpd.GeoDataFrame(table, geometry="geometry", crs=MERCATOR)
 
-    pairs = pd.DataFrame({
-        "pred": np.concatenate([ip[acc], ip[mis]]),
-        "feature_id": np.concatenate([fid[io[acc]], fid[io[mis]]]),
-        "iou": np.concatenate([iou[acc], iou[mis]]),
-        "kind": ["matched"] * acc.size + ["misaligned"] * mis.size,
-    })
+    pairs = pd.DataFrame(
+        {
+            "pred": np.concatenate([ip[acc], ip[mis]]),
+            "feature_id": np.concatenate([fid[io[acc]], fid[io[mis]]]),
+            "iou": np.concatenate([iou[acc], iou[mis]]),
+            "kind": ["matched"] * acc.size + ["misaligned"] * mis.size,
+        }
+    )
     summary = MatchSummary(
-        n_predicted=int(p_ok.sum()), n_opendata=int(o_ok.sum()),
-        n_matched=int(acc.size + mis.size), n_misaligned=int(mis.size),
-        n_missing=int(missing.size), n_unsupported=int(unsupported.size),
+        n_predicted=int(p_ok.sum()),
+        n_opendata=int(o_ok.sum()),
+        n_matched=int(acc.size + mis.size),
+        n_misaligned=int(mis.size),
+        n_missing=int(missing.size),
+        n_unsupported=int(unsupported.size),
     )
     log.debug("match: %s", summary)
     return MatchResult(findings=findings, pairs=pairs, summary=summary)

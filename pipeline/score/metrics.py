@@ -185,6 +185,15 @@ def tile_metrics(
         arr[empty] = np.nan
     q = np.asarray(qod(iou, 100.0 * np.maximum(fg_label, fg_pred)))
     return TileMetrics(
-        tp=tp, fp=fp, fn=fn, valid=n_valid, iou=iou, precision=precision, recall=recall,
-        f1=f1, qod=q, fg_label=fg_label, fg_pred=fg_pred,
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        valid=n_valid,
+        iou=iou,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        qod=q,
+        fg_label=fg_label,
+        fg_pred=fg_pred,
     )

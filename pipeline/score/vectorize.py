@@ -97,8 +97,10 @@ def vectorize_mask(
     ):
         traced.setdefault(int(value), []).append(shape(geom))
     geoms = np.array(
-        [polys[0] if len(polys) == 1 else shapely.union_all(polys)
-         for polys in (traced[i] for i in ids)],
+        [
+            polys[0] if len(polys) == 1 else shapely.union_all(polys)
+            for polys in (traced[i] for i in ids)
+        ],
         dtype=object,
     )
     if simplify_tolerance_px > 0:
@@ -133,9 +135,7 @@ def merge_across_edges(
     the largest part. The index is reset.
     """
     if tolerance <= 0 or min_shared <= 0:
-        raise ConfigError(
-            f"tolerance and min_shared must be > 0, got {tolerance} and {min_shared}"
-        )
+        raise ConfigError(f"tolerance and min_shared must be > 0, got {tolerance} and {min_shared}")
     geoms = np.asarray(parts.geometry.values, dtype=object)
     n = geoms.size
     if n < 2:

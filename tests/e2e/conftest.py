@@ -37,7 +37,9 @@ def make_context(home: Path, url: str | None = None) -> Context:
     scope="session",
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
-def audited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
+def audited(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Audited]:
     """Sample town → train → audit step 1 and 2 → re-audit, on SQLite or PostGIS."""
     from pipeline.demo import run_demo
 

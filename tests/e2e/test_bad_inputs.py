@@ -26,11 +26,19 @@ ORIGIN = (465600.0, 5246420.0)
 STEP = "2025-06-01"
 
 
-def write_geotiff(path: Path, *, crs: str | None = "EPSG:32632", bands: int = 3, origin=ORIGIN) -> None:  # noqa: ANN001
+def write_geotiff(
+    path: Path, *, crs: str | None = "EPSG:32632", bands: int = 3, origin=ORIGIN
+) -> None:  # noqa: ANN001
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, size=(bands, 600, 600), dtype=np.uint8)
-    profile = {"driver": "GTiff", "width": 600, "height": 600, "count": bands, "dtype": "uint8",
-               "transform": from_origin(*origin, 0.5, 0.5)}
+    profile = {
+        "driver": "GTiff",
+        "width": 600,
+        "height": 600,
+        "count": bands,
+        "dtype": "uint8",
+        "transform": from_origin(*origin, 0.5, 0.5),
+    }
     if crs:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as dst:
@@ -40,8 +48,22 @@ def write_geotiff(path: Path, *, crs: str | None = "EPSG:32632", bands: int = 3,
 def write_buildings(path: Path) -> None:
     # Two squares inside the raster (lon/lat near 8.546, 47.37).
     features = [
-        {"type": "Feature", "properties": {"id": f"b{i}"},
-         "geometry": {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 2e-4, lat], [lon + 2e-4, lat + 1.5e-4], [lon, lat + 1.5e-4], [lon, lat]]]}}
+        {
+            "type": "Feature",
+            "properties": {"id": f"b{i}"},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [lon, lat],
+                        [lon + 2e-4, lat],
+                        [lon + 2e-4, lat + 1.5e-4],
+                        [lon, lat + 1.5e-4],
+                        [lon, lat],
+                    ]
+                ],
+            },
+        }
         for i, (lon, lat) in enumerate([(8.5453, 47.3693), (8.5463, 47.3688)])
     ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -62,11 +84,16 @@ def good_aoi(ctx, tmp_path: Path):  # noqa: ANN001, ANN201
     data.mkdir()
     write_geotiff(data / f"{STEP}.tif")
     write_buildings(data / f"{STEP}.geojson")
-    config = parse_aoi({
-        "name": "tiny", "bbox": BBOX, "work_zoom": 18, "shard_zoom": 17,
-        "imagery": {"kind": "geotiff", "path": str(data / "{step}.tif")},
-        "opendata": {"kind": "vector", "path": str(data / "{step}.geojson")},
-    })
+    config = parse_aoi(
+        {
+            "name": "tiny",
+            "bbox": BBOX,
+            "work_zoom": 18,
+            "shard_zoom": 17,
+            "imagery": {"kind": "geotiff", "path": str(data / "{step}.tif")},
+            "opendata": {"kind": "vector", "path": str(data / "{step}.geojson")},
+        }
+    )
     register_aoi(ctx, config)
     fetch_imagery(ctx, config, STEP)
     fetch_opendata(ctx, config, STEP)
@@ -88,14 +115,24 @@ def test_fetch_reuses_an_unchanged_source(ctx, good_aoi: Path) -> None:  # noqa:
     ("spoil", "error", "match"),
     [
         (lambda d: (d / f"{STEP}.tif").unlink(), ImageryError, r"2025-06-01\.tif"),
-        (lambda d: (d / f"{STEP}.tif").write_bytes(b"II*\x00 truncated garbage"), ImageryError, r"2025-06-01\.tif"),
+        (
+            lambda d: (d / f"{STEP}.tif").write_bytes(b"II*\x00 truncated garbage"),
+            ImageryError,
+            r"2025-06-01\.tif",
+        ),
         (lambda d: write_geotiff(d / f"{STEP}.tif", crs=None), ImageryError, r"no CRS"),
         (lambda d: write_geotiff(d / f"{STEP}.tif", bands=1), ImageryError, r"band"),
-        (lambda d: write_geotiff(d / f"{STEP}.tif", origin=(500000.0, 5300000.0)), CoverageError, r"tiny|cover"),
+        (
+            lambda d: write_geotiff(d / f"{STEP}.tif", origin=(500000.0, 5300000.0)),
+            CoverageError,
+            r"tiny|cover",
+        ),
     ],
     ids=["missing", "corrupt", "no-crs", "band-count", "outside-aoi"],
 )
-def test_bad_imagery_is_refused_and_keeps_what_was_stored(ctx, good_aoi: Path, spoil, error, match) -> None:  # noqa: ANN001
+def test_bad_imagery_is_refused_and_keeps_what_was_stored(
+    ctx, good_aoi: Path, spoil, error, match
+) -> None:  # noqa: ANN001
     before = counts(ctx)
     old = get_aoi_config(ctx, "tiny")
     spoil(good_aoi)
@@ -110,12 +147,17 @@ def test_bad_imagery_is_refused_and_keeps_what_was_stored(ctx, good_aoi: Path, s
     [
         ('{"type": "FeatureCollection", "features": []}', r"2025-06-01\.geojson"),
         ('{"type": "FeatureCollection", "features": [', r"2025-06-01\.geojson"),
-        ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "p"}, '
-         '"geometry": {"type": "Point", "coordinates": [8.546, 47.369]}}]}', r"polygon"),
+        (
+            '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "p"}, '
+            '"geometry": {"type": "Point", "coordinates": [8.546, 47.369]}}]}',
+            r"polygon",
+        ),
     ],
     ids=["empty", "invalid-json", "points-only"],
 )
-def test_bad_open_data_is_refused_and_keeps_what_was_stored(ctx, good_aoi: Path, content: str, match: str) -> None:  # noqa: ANN001
+def test_bad_open_data_is_refused_and_keeps_what_was_stored(
+    ctx, good_aoi: Path, content: str, match: str
+) -> None:  # noqa: ANN001
     before = counts(ctx)
     (good_aoi / f"{STEP}.geojson").write_text(content)
     with pytest.raises(VectorDataError, match=match):
@@ -123,9 +165,13 @@ def test_bad_open_data_is_refused_and_keeps_what_was_stored(ctx, good_aoi: Path,
     assert counts(ctx) == before
 
 
-def test_malformed_aoi_file_leaves_the_registry_as_it_was(ctx, good_aoi: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_malformed_aoi_file_leaves_the_registry_as_it_was(
+    ctx, good_aoi: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: tiny\nbbox: [1, 2]\nimagery: {kind: geotiff, path: x.tif}\nopendata: {kind: vector, path: y.geojson}\n")
+    bad.write_text(
+        "name: tiny\nbbox: [1, 2]\nimagery: {kind: geotiff, path: x.tif}\nopendata: {kind: vector, path: y.geojson}\n"
+    )
     before = counts(ctx)
     with pytest.raises(ConfigError, match=r"bad\.yaml.*bbox"):
         add_aoi_file(ctx, bad)

@@ -30,21 +30,35 @@ def cluster_bbox(shrink: float = 1e-7) -> list[float]:
     west, south, east, north = mercantile.bounds(TILES[0])
     for tile in TILES[1:]:
         b = mercantile.bounds(tile)
-        west, south, east, north = min(west, b.west), min(south, b.south), max(east, b.east), max(north, b.north)
+        west, south, east, north = (
+            min(west, b.west),
+            min(south, b.south),
+            max(east, b.east),
+            max(north, b.north),
+        )
     return [west + shrink, south + shrink, east - shrink, north - shrink]
 
 
 def test_audit_of_real_oam_tiles_and_osm_footprints(tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "home")
-    config = register_aoi(ctx, parse_aoi({
-        "name": "lalitpur",
-        "bbox": cluster_bbox(),
-        "work_zoom": 20,
-        "shard_zoom": 18,
-        "imagery": {"kind": "xyz", "path": str(DATA / "tiles"), "zoom": 20},
-        "opendata": {"kind": "vector", "path": str(DATA / "buildings_osm.geojson"), "id_field": "osm_id"},
-        "model": {"train": {"max_seconds": 25, "heldout_share": 0.25}},
-    }))
+    config = register_aoi(
+        ctx,
+        parse_aoi(
+            {
+                "name": "lalitpur",
+                "bbox": cluster_bbox(),
+                "work_zoom": 20,
+                "shard_zoom": 18,
+                "imagery": {"kind": "xyz", "path": str(DATA / "tiles"), "zoom": 20},
+                "opendata": {
+                    "kind": "vector",
+                    "path": str(DATA / "buildings_osm.geojson"),
+                    "id_field": "osm_id",
+                },
+                "model": {"train": {"max_seconds": 25, "heldout_share": 0.25}},
+            }
+        ),
+    )
     assert len(config.tiles()) == 16
 
     trained = train_aoi_model(ctx, "lalitpur", ["2025-01-01"], promote="always")

@@ -64,11 +64,23 @@ def test_results_are_complete_and_sane(audited: Audited) -> None:
             assert tiles[column].between(0, 1).all(), column
         assert tiles["qod"].between(0, 100).all()
         findings = repo.findings_frame(s, first.id)
-        assert set(findings["kind"]) <= {"missing_in_opendata", "unsupported_by_imagery", "misaligned"}
+        assert set(findings["kind"]) <= {
+            "missing_in_opendata",
+            "unsupported_by_imagery",
+            "misaligned",
+        }
         assert findings.crs.to_epsg() == 4326 and findings.geometry.is_valid.all()
-        assert s.scalar(select(func.count()).select_from(Hotspot).where(Hotspot.run_id == first.id)) > 0
-        assert s.scalar(select(func.count()).select_from(Change).where(Change.run_id == first.id)) == 0
-        assert s.scalar(select(func.count()).select_from(Change).where(Change.run_id == runs[1].id)) > 0
+        assert (
+            s.scalar(select(func.count()).select_from(Hotspot).where(Hotspot.run_id == first.id))
+            > 0
+        )
+        assert (
+            s.scalar(select(func.count()).select_from(Change).where(Change.run_id == first.id)) == 0
+        )
+        assert (
+            s.scalar(select(func.count()).select_from(Change).where(Change.run_id == runs[1].id))
+            > 0
+        )
         score = repo.aoi_scores(s, first.aoi_id)
         assert [sc.step for sc in score] == sorted({r.step for r in runs})
 
@@ -85,13 +97,21 @@ def test_rerunning_a_shard_replaces_its_rows(audited: Audited) -> None:
     with Session(ctx.engine) as s:
         run = s.scalars(select(Run).order_by(Run.id)).first()
         shard_id = next(r.shard_id for r in run.shards if r.status == "done")
-        before = s.scalar(select(func.count()).select_from(TileScore).where(TileScore.run_id == run.id))
-        findings_before = s.scalar(select(func.count()).select_from(Finding).where(Finding.run_id == run.id))
+        before = s.scalar(
+            select(func.count()).select_from(TileScore).where(TileScore.run_id == run.id)
+        )
+        findings_before = s.scalar(
+            select(func.count()).select_from(Finding).where(Finding.run_id == run.id)
+        )
     process_shard(ctx, run.id, shard_id)
     process_shard(ctx, run.id, shard_id)
     with Session(ctx.engine) as s:
-        after = s.scalar(select(func.count()).select_from(TileScore).where(TileScore.run_id == run.id))
-        findings_after = s.scalar(select(func.count()).select_from(Finding).where(Finding.run_id == run.id))
+        after = s.scalar(
+            select(func.count()).select_from(TileScore).where(TileScore.run_id == run.id)
+        )
+        findings_after = s.scalar(
+            select(func.count()).select_from(Finding).where(Finding.run_id == run.id)
+        )
         dupes = s.execute(
             select(TileScore.z, TileScore.x, TileScore.y)
             .where(TileScore.run_id == run.id)
