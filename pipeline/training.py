@@ -132,13 +132,13 @@ def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> Tra
     return TrainingSet(train, val, sorted(heldout), sorted(excluded_names), list(steps))
 
 
-def _train_config(config: AoiConfig, max_seconds: float | None):
+def _train_config(config: AoiConfig, max_seconds: float | None, max_steps: int | None):
     from pipeline.model.train import TrainConfig
 
     knobs = config.model.train
     overrides = {
         "max_seconds": max_seconds if max_seconds is not None else knobs.max_seconds,
-        "max_steps": knobs.max_steps,
+        "max_steps": max_steps if max_steps is not None else knobs.max_steps,
         "chip_size": knobs.chip_size,
         "batch_size": knobs.batch_size,
         "lr": knobs.lr,
@@ -164,10 +164,18 @@ def train_aoi_model(
     steps: list[str],
     *,
     max_seconds: float | None = None,
+    max_steps: int | None = None,
     promote: PromotePolicy = "auto",
     warm_start: bool = False,
 ) -> TrainOutcome:
-    """Train a challenger on ``steps`` of an AOI, register it, promote it if it wins."""
+    """Train a challenger on ``steps`` of an AOI, register it, promote it if it wins.
+
+    ``max_steps`` / ``max_seconds`` override the AOI's training budget; training stops
+    at whichever comes first, so a step budget with a generous time cap is repeatable.
+    The network is initialised from the AOI's training seed.
+    """
+    import torch
+
     from pipeline.model.checkpoint import save_model
     from pipeline.model.net import build_model
     from pipeline.model.train import evaluate_iou, train_model
@@ -177,7 +185,7 @@ def train_aoi_model(
     config = get_aoi_config(ctx, aoi_name)
     data = build_training_set(ctx, config, steps)
     spec = _model_spec(config)
-    train_config = _train_config(config, max_seconds)
+    train_config = _train_config(config, max_seconds, max_steps)
 
     with Session(ctx.engine) as s:
         champion = repo.production_model(s, config.model.name)
@@ -185,6 +193,7 @@ def train_aoi_model(
     champion_model = load_model_version(ctx, champion_id) if champion_id else None
     init = copy.deepcopy(champion_model) if (warm_start and champion_model is not None) else None
     if init is None:
+        torch.manual_seed(train_config.seed)  # the same data and seed give the same model
         init = build_model(
             spec, encoder_weights=ctx.settings.encoder_weights, allow_hub=ctx.settings.allow_hub
         )

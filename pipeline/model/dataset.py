@@ -75,6 +75,7 @@ class ChipDataset(Dataset):
         *,
         length: int | None = None,
         augment: bool = True,
+        geometric: bool = False,
         seed: int = 0,
         jitter: float = 0.08,
         brightness: float = 12.0,
@@ -87,6 +88,7 @@ class ChipDataset(Dataset):
         self.samples = list(samples)
         self.chip_size = chip_size
         self.augment = augment
+        self.geometric = geometric
         self.seed = seed
         self.jitter = jitter
         self.brightness = brightness
@@ -134,11 +136,12 @@ class ChipDataset(Dataset):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = int(rng.integers(0, 4))
         flip_h, flip_v = rng.random(2) < 0.5
-        image, label, valid = (np.rot90(a, k, axes=(-2, -1)) for a in (image, label, valid))
-        if flip_h:
-            image, label, valid = (a[..., ::-1] for a in (image, label, valid))
-        if flip_v:
-            image, label, valid = (a[..., ::-1, :] for a in (image, label, valid))
+        if self.geometric:
+            image, label, valid = (np.rot90(a, k, axes=(-2, -1)) for a in (image, label, valid))
+            if flip_h:
+                image, label, valid = (a[..., ::-1] for a in (image, label, valid))
+            if flip_v:
+                image, label, valid = (a[..., ::-1, :] for a in (image, label, valid))
         if self.jitter or self.brightness:
             c = image.shape[0]
             gain = rng.uniform(1 - self.jitter, 1 + self.jitter, size=(c, 1, 1))

@@ -45,7 +45,7 @@ def select_device(preference: DevicePreference | str = "auto") -> torch.device:
 
 
 def is_cuda(device: torch.device | str) -> bool:
-    """True when ``device`` is a CUDA device (AMP and channels_last apply only there)."""
+    """True when ``device`` is a CUDA device (bf16 autocast applies only there)."""
     return torch.device(device).type == "cuda"
 
 

@@ -37,9 +37,14 @@ class TrainConfig:
     Budgets: ``epochs`` (an epoch = ``samples_per_epoch`` chips, default ~ every valid
     pixel once), ``max_steps`` (optimizer steps) and ``max_seconds`` (wall time, final
     validation included). The learning rate follows a one-cycle shape over the progress
-    ``p = max(step / total_steps, elapsed / time_budget)``: linear warm-up from ``lr / 25``
-    to ``lr`` over ``p < warmup``, then cosine decay to ``lr * final_lr_ratio``.
-    Defaults are tuned for ~2 CPU cores and ~2 minutes (see ``bench/model_speed.py``).
+    ``p = step / total_steps`` when a step or epoch budget is set (the time budget then
+    only stops the run, so the same seed and data give the same model), otherwise
+    ``p = elapsed / time_budget``: linear warm-up from ``lr / 25`` to ``lr`` over
+    ``p < warmup``, then cosine decay to ``lr * final_lr_ratio``.
+    Defaults are tuned for ~2 CPU cores and ~2 minutes (see ``bench/model_speed.py``):
+    128 px chips x 16, lr 6e-3, gradient norm clipped at 1, colour jitter but no
+    rotations/flips (``geometric_augment``: turn on when training on scenes with different
+    sun directions), no weight averaging (``ema_decay``, e.g. 0.99, made no difference).
     """
 
     chip_size: int = 128
@@ -57,10 +62,11 @@ class TrainConfig:
     bce_weight: float = 1.0
     lovasz_weight: float = 1.0
     grad_clip: float | None = 1.0
-    ema_decay: float | None = 0.99
+    ema_decay: float | None = None
     samples_per_epoch: int | None = None
     num_workers: int = 0
     augment: bool = True
+    geometric_augment: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None and self.max_seconds is None:
@@ -179,13 +185,14 @@ def train_model(
 ) -> TrainResult:
     """Train ``spec`` on random augmented chips of ``train``; keep the best by ``val`` IoU.
 
-    AdamW with the one-cycle schedule of :class:`TrainConfig`, loss
-    :class:`~pipeline.model.losses.LovaszBCELoss` on valid pixels; bf16 autocast and
-    channels_last on CUDA (when ``config.amp``), plain fp32 on CPU. ``val`` is evaluated
-    every ``val_every`` steps and at the end on the moving average of the weights
-    (:class:`WeightEMA`, unless ``ema_decay`` is None); the returned model holds the best,
-    also written to ``checkpoint_dir / "best.pt"`` when given. Without ``val`` the last
-    weights are kept and ``val_iou`` is NaN. ``init_from`` (same spec) is fine-tuned
+    AdamW (fused) with the one-cycle schedule of :class:`TrainConfig`, gradient-norm
+    clipping, loss :class:`~pipeline.model.losses.LovaszBCELoss` on valid pixels;
+    channels_last tensors everywhere, bf16 autocast on CUDA (when ``config.amp``), plain
+    fp32 on CPU. ``val`` is evaluated every ``val_every`` steps and at the end (on the
+    moving average of the weights when ``ema_decay`` is set, see :class:`WeightEMA`); the
+    returned model holds the best weights by val IoU, also written to
+    ``checkpoint_dir / "best.pt"`` when given. Without ``val`` the last weights are kept
+    and ``val_iou`` is NaN. ``init_from`` (same spec) is fine-tuned
     instead of a fresh random-init network.
     """
     start = time.perf_counter()
@@ -205,6 +212,7 @@ def train_model(
         config.chip_size,
         length=config.samples_per_epoch,
         augment=config.augment,
+        geometric=config.geometric_augment,
         seed=config.seed,
     )
     loader = DataLoader(
@@ -258,12 +266,15 @@ def train_model(
         elapsed = time.perf_counter() - train_start
         return val_px / max(seen_px / elapsed, 1.0) / 2.0 if seen_px and elapsed > 0 else 0.0
 
+    def time_used() -> float:
+        """Share of the time budget spent (0 without one)."""
+        if config.max_seconds is None:
+            return 0.0
+        budget = config.max_seconds - (train_start - start) - reserve()
+        return (time.perf_counter() - train_start) / max(budget, 1e-3)
+
     def progress_now() -> float:
-        p = step / total_steps if total_steps else 0.0
-        if config.max_seconds is not None:
-            budget = config.max_seconds - (train_start - start) - reserve()
-            p = max(p, (time.perf_counter() - train_start) / max(budget, 1e-3))
-        return p
+        return step / total_steps if total_steps else time_used()
 
     bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step")
     done = False
@@ -291,7 +302,7 @@ def train_model(
             loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", best_iou=f"{max(best_iou, 0):.3f}")
-            done = (total_steps is not None and step >= total_steps) or progress_now() >= 1.0
+            done = (total_steps is not None and step >= total_steps) or time_used() >= 1.0
             if done:
                 break
             if config.val_every and step % config.val_every == 0:

@@ -32,8 +32,15 @@ def trained(town, spec, cpu, tmp_path_factory) -> TrainResult:
     """The default spec trained for 120 steps on the toy town."""
     train, val = town
     config = TrainConfig(
-        chip_size=96, batch_size=8, max_steps=120, max_seconds=None, lr=3e-3, val_every=60,
-        ema_decay=None, grad_clip=None,  # averaging and clipping are for long runs
+        chip_size=96,
+        batch_size=8,
+        max_steps=120,
+        max_seconds=None,
+        lr=3e-3,
+        val_every=60,
+        ema_decay=None,
+        grad_clip=None,  # averaging and clipping are for long runs
+        geometric_augment=True,  # the toy town's shapes have no sun direction to keep
     )
     return train_model(
         train, val, spec, config, device=cpu, checkpoint_dir=tmp_path_factory.mktemp("ckpt")

@@ -26,7 +26,9 @@ def recover(item: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_augmented_chips_keep_image_label_and_valid_aligned(coords):
-    ds = ChipDataset([coords], chip_size=N, jitter=0.0, brightness=0.0, min_valid=0.0)
+    ds = ChipDataset(
+        [coords], chip_size=N, geometric=True, jitter=0.0, brightness=0.0, min_valid=0.0
+    )
     ds.length = 64
     seen = set()
     for i in range(len(ds)):
@@ -37,6 +39,13 @@ def test_augmented_chips_keep_image_label_and_valid_aligned(coords):
         # record which of the 8 rotations/flips this chip is
         seen.add((int(rows[0, 0]), int(cols[0, 0]), int(rows[0, 1]), int(cols[0, 1])))
     assert len(seen) == 8
+
+
+def test_without_geometric_augmentation_chips_are_plain_crops(coords):
+    ds = ChipDataset([coords], chip_size=16, jitter=0.0, brightness=0.0, min_valid=0.0)
+    for i in range(16):
+        rows, cols = recover(ds[i])
+        assert np.all(np.diff(rows, axis=0) == 1) and np.all(np.diff(cols, axis=1) == 1)
 
 
 def test_colour_jitter_changes_image_only(coords):

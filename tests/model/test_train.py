@@ -92,7 +92,11 @@ def test_fine_tuning_starts_from_the_given_model(trained, town, spec, cpu, tmp_p
     train, val = town
     cfg = TrainConfig(chip_size=64, batch_size=4, max_steps=1, max_seconds=None, lr=1e-7)
     result = train_model(train, val, spec, cfg, device=cpu, init_from=trained.model)
-    assert result.val_iou == pytest.approx(trained.val_iou, abs=0.02)
+    # one step at a tiny learning rate: the weights are still the given model's
+    # (batch-norm running statistics move with any step, so compare parameters)
+    start = dict(trained.model.named_parameters())
+    for name, param in result.model.named_parameters():
+        assert torch.allclose(param.cpu(), start[name].cpu(), atol=1e-4), name
     other = ModelSpec(decoder_channels=(64, 32, 16, 8))
     with pytest.raises(ModelError, match="init_from: weights do not fit"):
         train_model(train, val, other, cfg, device=cpu, init_from=trained.model)
