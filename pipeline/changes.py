@@ -7,9 +7,13 @@ Rules (areas in true m², see :func:`pipeline.score.match.area_m2`):
   inside it): a current building covered by the previous step's predictions
   less than ``gone_max_coverage`` **appeared**; a previous building covered by
   the current predictions less than that **disappeared**. Coverage sums the
-  overlap with *all* predictions of the other step, so a building predicted in
-  both steps with a jittered outline, or split in two, or merged with a
-  neighbour, is not a change.
+  overlap with the predictions of the other step that are about as sure: a
+  prediction counts only if its relative confidence (confidence / the median
+  confidence of its step, so a global shift between steps cancels out) is at
+  least ``persist_confidence_ratio`` times the building's. So a building
+  predicted in both steps with a jittered outline, or split in two, or merged
+  with a neighbour, is not a change, while a demolition site that the model
+  still half-sees as a roof (rubble) is.
 * **Open data** by ``feature_id``: a new id is **added**, a vanished id
   **removed**, an id kept with ``IoU(prev, cur) < modified_iou`` **modified**
   (``detail="geometry_changed"``). A removed and an added feature whose
@@ -67,6 +71,7 @@ class ChangeConfig:
     modified_iou: float = 0.9
     opendata_max_coverage: float = 0.2
     still_mapped_min_coverage: float = 0.5
+    persist_confidence_ratio: float = 0.9
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -119,6 +124,8 @@ class _Buildings:
             & (self.confidence >= config.min_confidence)
             & (inside_share(self.geoms, footprint) >= 0.5)
         )
+        typical = float(np.median(self.confidence[self.eligible])) if self.eligible.any() else 1.0
+        self.relative_confidence = self.confidence / (typical if typical > 0 else 1.0)
 
 
 class _OpenData:
@@ -211,8 +218,13 @@ def detect_changes(
     # imagery: appeared / disappeared
     ic, ip, inter = overlap_pairs(cur_b.geoms, prev_b.geoms)
     iou = pair_iou(inter, cur_b.area[ic], prev_b.area[ip])
-    cur_cov = coverage(cur_b.geoms.size, ic, inter, cur_b.area)
-    prev_cov = coverage(prev_b.geoms.size, ip, inter, prev_b.area)
+    # a building persists only where the other step's prediction is about as sure
+    ratio = config.persist_confidence_ratio
+    prev_rel, cur_rel = prev_b.relative_confidence, cur_b.relative_confidence
+    prev_holds = prev_rel[ip] >= ratio * cur_rel[ic]
+    cur_holds = cur_rel[ic] >= ratio * prev_rel[ip]
+    cur_cov = coverage(cur_b.geoms.size, ic[prev_holds], inter[prev_holds], cur_b.area)
+    prev_cov = coverage(prev_b.geoms.size, ip[cur_holds], inter[cur_holds], prev_b.area)
     appeared = np.flatnonzero(cur_b.eligible & (cur_cov < config.gone_max_coverage))
     disappeared = np.flatnonzero(prev_b.eligible & (prev_cov < config.gone_max_coverage))
     cur_best = best_per(cur_b.geoms.size, ic, iou)
@@ -232,8 +244,12 @@ def detect_changes(
     )
     still_conf = np.full(cur_o.geoms.size, np.nan)
     np.divide(conf, weight, out=still_conf, where=weight > 0)  # intersection-weighted mean
-    io_c, _, c_inter = overlap_pairs(cur_o.geoms, cur_b.geoms)
-    now_cov = coverage(cur_o.geoms.size, io_c, c_inter, cur_o.area)
+    # current predictions that did not hold against a disappeared building do not count
+    weak = np.zeros(cur_b.geoms.size, dtype=bool)
+    weak[ic[~cur_holds & np.isin(ip, disappeared)]] = True
+    io_c, ib_c, c_inter = overlap_pairs(cur_o.geoms, cur_b.geoms)
+    firm = ~weak[ib_c]
+    now_cov = coverage(cur_o.geoms.size, io_c[firm], c_inter[firm], cur_o.area)
     still = np.flatnonzero(
         (gone_cov >= config.still_mapped_min_coverage) & (now_cov < config.gone_max_coverage)
     )

@@ -130,7 +130,7 @@ def test_stale_opendata_cross():
 def test_prediction_jitter_alone_is_no_change():
     prev = buildings((box(0, 0, 10, 10), 0.9), (box(30, 0, 20, 10), 0.8))
     cur = buildings(
-        (box(0.6, 0.4, 9.5, 10.2), 0.7),  # outline jitter
+        (box(0.6, 0.4, 9.5, 10.2), 0.85),  # outline jitter
         (box(30, 0, 9.8, 10), 0.8),
         (box(40.2, 0, 9.8, 10), 0.8),  # split in two
     )
@@ -151,6 +151,29 @@ def test_partial_overlap_below_threshold_is_appeared():
         prev, cur, opendata(), opendata(), config=ChangeConfig(gone_max_coverage=0.05)
     )
     assert len(ch) == 0
+
+
+def test_a_site_the_model_is_much_less_sure_of_has_disappeared():
+    # rubble where a house stood: still predicted, with a collapsed confidence
+    town = [(box(100 * i, 100, 10, 10), 0.75) for i in range(5)]
+    prev = buildings((box(0, 0, 10, 10), 0.75), *town)
+    cur = buildings((box(0, 0, 10, 10), 0.6), *town)
+    od = opendata(a=box(0, 0, 10, 10))
+    ch = detect_changes(prev, cur, od, od)
+    assert [g.bounds[0] for g in rows(ch, "disappeared").geometry] == [0]
+    assert rows(ch, "stale_opendata")["feature_id"].tolist() == ["a"]
+    # the same drop is no change with a lenient ratio
+    lenient = ChangeConfig(persist_confidence_ratio=0.7)
+    assert len(detect_changes(prev, cur, od, od, config=lenient)) == 0
+
+
+def test_a_global_confidence_shift_is_no_change():
+    # darker imagery: every building is predicted 20 % less sure; nothing changed
+    prev = buildings(*[(box(100 * i, 0, 10, 10), 0.75 + 0.01 * i) for i in range(6)])
+    cur = buildings(*[(box(100 * i, 0, 10, 10), 0.8 * (0.75 + 0.01 * i)) for i in range(6)])
+    od = opendata(a=box(0, 0, 10, 10))
+    assert len(detect_changes(prev, cur, od, od)) == 0
+    assert len(detect_changes(cur, prev, od, od)) == 0
 
 
 def test_min_confidence_and_footprint():
