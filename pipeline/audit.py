@@ -6,6 +6,8 @@ per function, one mapped task per shard) and from tests.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.errors import GeoAuditError, NotFoundError
 from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
-from pipeline.publish import publish_run
+from pipeline.publish import publish_run, stored_run_summary
 from pipeline.shard_stage import process_shard
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AuditPlan:
-    """A started run and the shard ids to process."""
+    """A started run and the shard ids to process.
+
+    ``reused`` is True when an earlier succeeded run was made from exactly the same
+    inputs: ``run_id`` is that run and there is nothing to process.
+    """
 
     run_id: int
     shard_ids: list[str]
+    reused: bool = False
 
 
 @dataclass
@@ -44,6 +51,7 @@ class AuditResult:
     seconds: float
     summary: dict[str, Any]
     shard_stats: list[dict[str, Any]] = field(default_factory=list)
+    reused: bool = False
 
     @property
     def cache_hits(self) -> int:
@@ -72,6 +80,28 @@ def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int
         return mv.id
 
 
+# AOI settings that do not change results; the model settings act through the model version.
+_KEY_EXCLUDE = {"description", "schedule", "owner", "tags", "steps", "model"}
+
+
+def audit_inputs_key(
+    config: AoiConfig,
+    imagery: SnapshotRef,
+    opendata: SnapshotRef,
+    model_version_id: int,
+    previous_run_id: int | None,
+) -> str:
+    """Hash of everything an audit's results depend on (see :func:`start_audit`)."""
+    payload = {
+        "imagery": imagery.content_hash,
+        "opendata": opendata.content_hash,
+        "model_version_id": model_version_id,
+        "previous_run_id": previous_run_id,
+        "aoi": config.model_dump(mode="json", exclude=_KEY_EXCLUDE),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def start_audit(
     ctx: Context,
     config: AoiConfig,
@@ -81,22 +111,54 @@ def start_audit(
     opendata: SnapshotRef,
     model_version_id: int | None = None,
     force: bool = False,
+    repredict: bool = False,
     trigger: str = "cli",
     external_id: str | None = None,
     params: dict[str, Any] | None = None,
 ) -> AuditPlan:
-    """Create the run row and list its shards (the plan a scheduler fans out over)."""
+    """Create the run row and list its shards (the plan a scheduler fans out over).
+
+    Unless ``force`` or ``repredict``, an earlier succeeded run of the step made from
+    the same imagery, open data, model version, AOI settings and previous-step run is
+    reused: no new run is created and the plan has no shards (its results would be
+    identical). ``repredict`` also ignores the prediction cache.
+    """
     mv_id = resolve_model_version(ctx, config, model_version_id)
     shard_ids = [shard.id for shard in config.shards()]
     with Session(ctx.engine) as s, s.begin():
         aoi_id = repo.get_aoi(s, config.name).id
+        previous = repo.previous_run(s, aoi_id, step)
+        inputs_key = audit_inputs_key(
+            config, imagery, opendata, mv_id, previous.id if previous else None
+        )
+        if not (force or repredict):
+            same = repo.reusable_run(
+                s,
+                aoi_id,
+                step,
+                imagery_snapshot_id=imagery.id,
+                opendata_snapshot_id=opendata.id,
+                model_version_id=mv_id,
+                inputs_key=inputs_key,
+            )
+            if same is not None:
+                log.info(
+                    "audit up to date: inputs unchanged since an earlier run",
+                    extra={"aoi": config.name, "step": step, "run_id": same.id},
+                )
+                return AuditPlan(run_id=same.id, shard_ids=[], reused=True)
         run = repo.start_run(
             s,
             aoi_id,
             step,
             trigger=trigger,
             external_id=external_id,
-            params={**(params or {}), "force": force},
+            params={
+                **(params or {}),
+                "force": force,
+                "repredict": repredict,
+                "inputs_key": inputs_key,
+            },
             shards_total=len(shard_ids),
             imagery_snapshot_id=imagery.id,
             opendata_snapshot_id=opendata.id,
@@ -118,9 +180,15 @@ def run_audit(
     *,
     model_version_id: int | None = None,
     force: bool = False,
+    repredict: bool = False,
     trigger: str = "cli",
 ) -> AuditResult:
-    """Run a complete audit in this process; a failure is recorded on the run and re-raised."""
+    """Run a complete audit in this process; a failure is recorded on the run and re-raised.
+
+    With unchanged inputs the earlier run is returned (``reused``) unless ``force``
+    (a new run, still using the prediction cache) or ``repredict`` (a new run that
+    ignores the prediction cache).
+    """
     check_step(step)
     started = time.perf_counter()
     config = get_aoi_config(ctx, aoi_name)
@@ -136,8 +204,18 @@ def run_audit(
         opendata=opendata,
         model_version_id=model_version_id,
         force=force,
+        repredict=repredict,
         trigger=trigger,
     )
+    if plan.reused:
+        return AuditResult(
+            run_id=plan.run_id,
+            aoi=aoi_name,
+            step=step,
+            seconds=time.perf_counter() - started,
+            summary=stored_run_summary(ctx, plan.run_id),
+            reused=True,
+        )
     stats: list[dict[str, Any]] = []
     try:
         for shard_id in tqdm(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.errors import RunStateError
 from pipeline.score.aggregate import aoi_aggregates
 from pipeline.score.hotspots import hotspots as rank_hotspots
 from pipeline.score.match import MatchConfig, match_buildings
@@ -160,6 +161,27 @@ def publish_run(
         "buildings_uri": buildings_uri,
         "stage_seconds": stage_seconds,
     }
+
+
+def stored_run_summary(ctx: Context, run_id: int) -> dict[str, Any]:
+    """The summary :func:`publish_run` returned for a finished run, read back from storage."""
+    with Session(ctx.engine) as s:
+        run = repo.get_run(s, run_id)
+        if run.status != "succeeded" or run.score is None:
+            raise RunStateError(f"run {run_id} has no published results (status {run.status})")
+        score = run.score
+        aggregates = {k: getattr(score, k) for k in AOI_SCORE_COLUMNS}
+        aggregates.update(score.extra or {})
+        counts = repo.run_result_counts(s, run_id)
+        return {
+            "run_id": run_id,
+            "aoi": run.aoi.name,
+            "step": run.step,
+            "aggregates": aggregates,
+            **counts,
+            "buildings_uri": ctx.store.uri(run_buildings_key(run_id)),
+            "stage_seconds": dict(run.stage_seconds or {}),
+        }
 
 
 def _stage_seconds(

@@ -42,7 +42,7 @@ class RunInputs:
     opendata_meta: dict
     opendata_hash: str
     model_version_id: int
-    force: bool
+    repredict: bool
 
 
 def load_run_inputs(ctx: Context, run_id: int) -> RunInputs:
@@ -62,7 +62,7 @@ def load_run_inputs(ctx: Context, run_id: int) -> RunInputs:
             opendata_meta=dict(opendata.meta),
             opendata_hash=opendata.content_hash,
             model_version_id=run.model_version_id,
-            force=bool((run.params or {}).get("force", False)),
+            repredict=bool((run.params or {}).get("repredict", False)),
         )
 
 
@@ -138,7 +138,7 @@ def process_shard(ctx: Context, run_id: int, shard_id: str) -> dict[str, float |
         valid=valid,
         imagery_hash=meta["hash"],
         model_version_id=inputs.model_version_id,
-        force=inputs.force,
+        force=inputs.repredict,
     )
     t2 = time.perf_counter()
     metrics = tile_metrics(labels, prediction.prob >= 0.5, valid=valid)

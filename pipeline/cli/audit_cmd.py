@@ -30,7 +30,13 @@ def fetch(aoi: AoiName, step: StepOption) -> None:
 def train(
     aoi: AoiName,
     steps: Annotated[list[str], typer.Option("--step", "-s", help="Time step(s) to train on.")],
-    max_seconds: Annotated[float | None, typer.Option(help="Training time budget.")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Training time budget (default: the AOI's).", min=1)
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps; stops at whichever budget comes first.", min=1),
+    ] = None,
     promote: Annotated[
         str, typer.Option(help="auto (if it beats the champion), always or never.")
     ] = "auto",
@@ -46,8 +52,14 @@ def train(
         raise typer.BadParameter("must be auto, always or never", param_hint="--promote")
     ctx = context()
     out = train_aoi_model(
-        ctx, aoi, steps, max_seconds=max_seconds, promote=promote, warm_start=warm_start
-    )  # type: ignore[arg-type]
+        ctx,
+        aoi,
+        steps,
+        max_seconds=max_seconds,
+        max_steps=max_steps,
+        promote=promote,  # type: ignore[arg-type]
+        warm_start=warm_start,
+    )
     if as_json:
         print_json(out.__dict__)
         return
@@ -112,23 +124,45 @@ def audit(
     model_version: Annotated[
         int | None, typer.Option(help="Model version id; default production.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Re-predict even when cached.")] = False,
+    force: Annotated[bool, typer.Option(help="Audit again even when nothing changed.")] = False,
+    repredict: Annotated[
+        bool, typer.Option(help="Audit again and ignore the prediction cache.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a full audit of an AOI at a time step and store the results."""
+    """Run a full audit of an AOI at a time step and store the results.
+
+    When the imagery, open data, model and AOI settings are unchanged since a
+    succeeded run of the step, that run's results are shown and nothing is redone.
+    """
     from pipeline.audit import run_audit
 
     ctx = context()
-    result = run_audit(ctx, aoi, step, model_version_id=model_version, force=force)
+    result = run_audit(
+        ctx, aoi, step, model_version_id=model_version, force=force, repredict=repredict
+    )
     summary = result.summary
     if as_json:
-        print_json({**summary, "seconds": result.seconds, "cache_hits": result.cache_hits})
+        print_json(
+            {
+                **summary,
+                "seconds": result.seconds,
+                "cache_hits": result.cache_hits,
+                "reused": result.reused,
+            }
+        )
         return
     agg = summary["aggregates"]
-    console.print(
-        f"run {result.run_id}: {aoi} {step} succeeded in {result.seconds:.1f} s "
-        f"({result.cache_hits} shards from the prediction cache)"
-    )
+    if result.reused:
+        console.print(
+            f"run {result.run_id}: {aoi} {step} is up to date (same imagery, open data, "
+            "model and settings); its results are shown. --force audits again."
+        )
+    else:
+        console.print(
+            f"run {result.run_id}: {aoi} {step} succeeded in {result.seconds:.1f} s "
+            f"({result.cache_hits} shards from the prediction cache)"
+        )
     console.print(
         f"completeness {agg['completeness']:.3f}  correctness {agg['correctness']:.3f}  "
         f"mean IoU {agg['mean_iou']:.3f}  mean QoD {agg['mean_qod']:.1f}  "

@@ -342,6 +342,48 @@ def previous_run(s: Session, aoi_id: int, before_step: str) -> Run | None:
     return s.scalars(q).first()
 
 
+def reusable_run(
+    s: Session,
+    aoi_id: int,
+    step: str,
+    *,
+    imagery_snapshot_id: int,
+    opendata_snapshot_id: int,
+    model_version_id: int,
+    inputs_key: str,
+) -> Run | None:
+    """The newest succeeded run of ``step`` made from exactly these inputs, or None.
+
+    ``inputs_key`` (kept in ``run.params``) covers what the ids do not: thresholds,
+    tiling and the previous step's run the changes were computed against.
+    """
+    q = (
+        select(Run)
+        .where(
+            Run.aoi_id == aoi_id,
+            Run.step == step,
+            Run.status == "succeeded",
+            Run.imagery_snapshot_id == imagery_snapshot_id,
+            Run.opendata_snapshot_id == opendata_snapshot_id,
+            Run.model_version_id == model_version_id,
+        )
+        .order_by(Run.id.desc())
+    )
+    for run in s.scalars(q):
+        if (run.params or {}).get("inputs_key") == inputs_key:
+            return run
+    return None
+
+
+def run_result_counts(s: Session, run_id: int) -> dict[str, int]:
+    """How many findings, changes and hotspots a run has stored."""
+    return {
+        f"n_{name}": s.scalar(select(func.count()).select_from(model).where(model.run_id == run_id))
+        or 0
+        for name, model in (("findings", Finding), ("changes", Change), ("hotspots", Hotspot))
+    }
+
+
 def list_runs(
     s: Session, aoi_id: int | None = None, *, status: str | None = None, limit: int = 100
 ) -> list[Run]:
