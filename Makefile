@@ -36,6 +36,7 @@ lint: install-test
 	$(BIN)/ruff check pipeline tests bench
 
 bench: install
+	$(PIP) install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/shards_vs_tiles.py
 
 clean:

@@ -1,4 +1,4 @@
-"""Shard mosaics on disk: tiled, deflate-compressed GeoTIFFs in EPSG:3857 that QGIS opens.
+"""Shard mosaics on disk: tiled, ZSTD-compressed GeoTIFFs in EPSG:3857 that QGIS opens.
 
 Three kinds, one file per shard and kind:
 
@@ -99,7 +99,8 @@ def _profile(shard: Shard, count: int, nodata: float | None) -> dict:
         "tiled": True,
         "blockxsize": BLOCK,
         "blockysize": BLOCK,
-        "compress": "deflate",
+        "compress": "zstd",  # as small as deflate here, 3x faster to write
+        "zstd_level": 1,
         "predictor": 2,
         "interleave": "pixel",
         "nodata": nodata,
@@ -136,7 +137,7 @@ def write_mosaic(
     valid: np.ndarray | None = None,
     nodata: float | None = None,
 ) -> None:
-    """Write a shard mosaic GeoTIFF (EPSG:3857, ``shard_transform(shard)``, 256 px deflate tiles).
+    """Write a shard mosaic GeoTIFF (EPSG:3857, ``shard_transform(shard)``, 256 px ZSTD tiles).
 
     ``array``: image (3, H, W) uint8; label (H, W) uint8/bool; prob (H, W) float in [0, 1]
     (stored ``round(p * 255)``) or uint8 already encoded. ``valid`` (H, W) bool becomes an

@@ -37,7 +37,7 @@ def test_image_round_trip_and_layout(tmp_path: Path, image) -> None:  # noqa: AN
         assert src.crs.to_epsg() == 3857
         assert src.transform.almost_equals(shard_transform(SHARD), precision=1e-9)
         assert (src.width, src.height) == (1024, 1024)
-        assert src.block_shapes == [(256, 256)] * 3 and src.compression == Compression.deflate
+        assert src.block_shapes == [(256, 256)] * 3 and src.compression == Compression.zstd
         assert src.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
         assert src.mask_flag_enums[0] == [MaskFlags.per_dataset]
         assert src.tags()["GEOAUDIT_KIND"] == "image" and src.tags()["GEOAUDIT_SHARD"] == SHARD.id
