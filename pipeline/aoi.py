@@ -127,7 +127,7 @@ class AoiConfig(BaseModel):
             if geom.is_empty or geom.geom_type != "Polygon" or not geom.is_valid:
                 raise ValueError("polygon must be a valid GeoJSON Polygon (one AOI file per part)")
             w, s, e, n = geom.bounds
-            if not (-180 <= w and e <= 180 and -85.05 <= s and n <= 85.05):
+            if not (w >= -180 and e <= 180 and s >= -85.05 and n <= 85.05):
                 raise ValueError(f"polygon must be in WGS84 degrees, bounds are {geom.bounds}")
         check_zooms(self.work_zoom, self.shard_zoom)
         if self.work_zoom - self.shard_zoom > 5:

@@ -14,15 +14,19 @@ def demo(
     size_m: Annotated[
         float, typer.Option(help="Side of the sample town in metres.", min=200)
     ] = 1000.0,
+    train_steps: Annotated[
+        int | None, typer.Option(help="Training steps (batches); default 1200.", min=1)
+    ] = None,
     train_seconds: Annotated[
-        float | None, typer.Option(help="Training time budget in seconds.")
+        float | None, typer.Option(help="Training time cap in seconds; default 270.", min=1)
     ] = None,
 ) -> None:
     """Create the sample AOI, train, audit two time steps, score against the truth."""
     from pipeline.demo import run_demo
 
     ctx = context()
-    result = run_demo(ctx, size_m=size_m, train_seconds=train_seconds)
+    budget = {"train_steps": train_steps, "train_seconds": train_seconds}
+    result = run_demo(ctx, size_m=size_m, **{k: v for k, v in budget.items() if v is not None})
     s = result.summary
     console.rule("GeoAudit demo: sample-town")
     console.print(f"model validation IoU        {s['model']['val_iou']:.3f}")
@@ -40,9 +44,11 @@ def demo(
     hs = s["hotspots"]
     console.print(f"{'injected hotspots in top':<28}{hs['in_top']} of {hs['injected']}")
     cache = s["cache"]
+    how = "inputs unchanged, earlier run reused" if cache["rerun_reused_run"] else "re-run"
     console.print(
-        f"re-audit of the same step    {cache['rerun_seconds']:.1f} s = {cache['rerun_ratio']:.1%} of the first "
-        f"({cache['rerun_predicted_shards']} shards predicted)"
+        f"{'re-audit of the same step':<28}{cache['rerun_seconds']:.2f} s = "
+        f"{cache['rerun_ratio']:.1%} of the first ({how}, "
+        f"{cache['rerun_predicted_shards']} shards predicted)"
     )
     for stage, fig in s["stages"].items():
         rate = f"{fig['tiles_per_s']:.1f} tiles/s" if fig.get("tiles_per_s") else ""

@@ -19,25 +19,22 @@ from .conftest import Audited
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.quality
 def test_injected_defects_are_found(audited: Audited) -> None:
-    """Bounds for the small e2e town and a 2-minute training (the demo aims higher).
+    """Bounds for the 500 m town and 500 training steps (the 1 km demo aims higher).
 
-    Detection quality does not depend on the database, and a time-budgeted training
-    on this small town still varies from run to run (one PostGIS run reached val IoU
-    0.35 where the SQLite run passed), so the bounds are checked on one dialect; the
-    PostGIS run is checked for complete, sane storage by the tests below.
+    Training runs a fixed number of steps from a fixed seed, so these figures are the
+    same on every run (measured: val IoU 0.80, omitted recall 0.79 / precision 0.69,
+    phantom recall 1.0, 3 of 3 hotspots, changes recall 1.0, stale recall 1.0); the
+    bounds leave room for float differences between CPUs, not for luck.
     """
-    if audited.dialect != "sqlite":
-        return
     s = audited.summary
-    assert s["model"]["val_iou"] >= 0.6
-    assert s["omitted"]["recall"] >= 0.6
-    assert s["omitted"]["precision"] >= 0.4
-    assert s["phantom"]["recall"] >= 0.5
-    assert s["hotspots"]["in_top"] >= 1
-    assert s["changes"]["recall"] >= 0.4
-    assert s["stale"]["recall"] >= 0.3
+    assert s["model"]["val_iou"] >= 0.7
+    assert s["omitted"]["recall"] >= 0.7
+    assert s["omitted"]["precision"] >= 0.55
+    assert s["phantom"]["recall"] >= 0.8
+    assert s["hotspots"]["in_top"] >= 2
+    assert s["changes"]["recall"] >= 0.8
+    assert s["stale"]["recall"] >= 0.7
 
 
 def test_summary_has_the_documented_keys(audited: Audited) -> None:
@@ -54,8 +51,8 @@ def test_summary_has_the_documented_keys(audited: Audited) -> None:
 
 def test_results_are_complete_and_sane(audited: Audited) -> None:
     with Session(audited.ctx.engine) as s:
-        runs = s.scalars(select(Run).order_by(Run.id)).all()[:3]  # demo: step 1, step 2, re-audit
-        assert [r.status for r in runs] == ["succeeded"] * 3
+        runs = s.scalars(select(Run).order_by(Run.id)).all()[:2]  # demo: step 1, step 2
+        assert [r.status for r in runs] == ["succeeded"] * 2
         assert all(r.finished_at is not None for r in runs)
         first = runs[0]
         tiles = repo.tile_scores_frame(s, first.id)
@@ -85,11 +82,29 @@ def test_results_are_complete_and_sane(audited: Audited) -> None:
         assert [sc.step for sc in score] == sorted({r.step for r in runs})
 
 
-def test_reaudit_hits_the_prediction_cache(audited: Audited) -> None:
+def test_reaudit_with_unchanged_inputs_reuses_the_run(audited: Audited) -> None:
     cache = audited.summary["cache"]
+    assert cache["rerun_reused_run"] is True
     assert cache["rerun_predicted_shards"] == 0
-    assert cache["rerun_cache_hits"] > 0
-    assert cache["rerun_seconds"] < cache["first_seconds"]
+    assert cache["rerun_run_id"] == audited.summary["runs"][-1]["run_id"]  # no new run
+
+
+def test_forced_audit_makes_a_new_run_from_the_prediction_cache(audited: Audited) -> None:
+    ctx = audited.ctx
+    with Session(ctx.engine) as s:
+        last = s.scalars(select(Run).order_by(Run.id.desc())).first()
+        aoi = repo.get_aoi(s, last.aoi_id).name
+        step = last.step
+        before = repo.findings_frame(s, last.id)
+    again = run_audit(ctx, aoi, step, force=True)
+    assert not again.reused and again.run_id != last.id
+    assert again.predicted_shards == 0 and again.cache_hits == len(again.shard_stats) > 0
+    with Session(ctx.engine) as s:
+        after = repo.findings_frame(s, again.run_id)
+        assert repo.get_run(s, again.run_id).status == "succeeded"
+    assert sorted(after["kind"]) == sorted(before["kind"])
+    # and the latest run of the step is what an unforced audit now reuses
+    assert run_audit(ctx, aoi, step).run_id == again.run_id
 
 
 def test_rerunning_a_shard_replaces_its_rows(audited: Audited) -> None:
@@ -121,14 +136,14 @@ def test_rerunning_a_shard_replaces_its_rows(audited: Audited) -> None:
     assert after == before and findings_after == findings_before and dupes == []
 
 
-def test_forced_audit_predicts_again_and_agrees(audited: Audited) -> None:
+def test_repredicted_audit_predicts_again_and_agrees(audited: Audited) -> None:
     ctx = audited.ctx
     with Session(ctx.engine) as s:
         run = s.scalars(select(Run).order_by(Run.id)).first()
         aoi = repo.get_aoi(s, run.aoi_id).name
         step = run.step
         base = repo.tile_scores_frame(s, run.id).sort_values(["x", "y"])["iou"].to_numpy()
-    forced = run_audit(ctx, aoi, step, force=True)
+    forced = run_audit(ctx, aoi, step, repredict=True)
     assert forced.predicted_shards > 0 and forced.cache_hits == 0
     with Session(ctx.engine) as s:
         again = repo.tile_scores_frame(s, forced.run_id).sort_values(["x", "y"])["iou"].to_numpy()
