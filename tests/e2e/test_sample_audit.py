@@ -92,7 +92,7 @@ def test_reaudit_with_unchanged_inputs_reuses_the_run(audited: Audited) -> None:
 def test_forced_audit_makes_a_new_run_from_the_prediction_cache(audited: Audited) -> None:
     ctx = audited.ctx
     with Session(ctx.engine) as s:
-        last = s.scalars(select(Run).order_by(Run.id.desc())).first()
+        last = repo.get_run(s, audited.summary["runs"][-1]["run_id"])  # the demo's step 2
         aoi = repo.get_aoi(s, last.aoi_id).name
         step = last.step
         before = repo.findings_frame(s, last.id)

@@ -1,0 +1,150 @@
+"""The audit as separate steps that exchange only small metadata (ids, hashes).
+
+A scheduler runs each function as its own task, possibly on another machine:
+everything heavy goes through the database and the artifact store, and what a
+function returns is a small JSON-able ``dict`` (Airflow keeps it in XCom). The
+in-process equivalent is :func:`pipeline.audit.run_audit`.
+
+    imagery = fetch_imagery_step(ctx, aoi, step)
+    opendata = fetch_opendata_step(ctx, aoi, step)
+    plan = plan_step(ctx, aoi, step, imagery, opendata, ...)
+    for shard_id in plan["shard_ids"]:            # one mapped task each
+        shard_step(ctx, plan["run_id"], shard_id)
+    publish_step(ctx, plan)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from pipeline.aoi import check_step
+from pipeline.aois import get_aoi_config
+from pipeline.audit import fail_run, start_audit
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.errors import ConfigError
+from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
+from pipeline.publish import publish_run, stored_run_summary
+from pipeline.shard_stage import process_shard
+
+
+def _snapshot_meta(ref: SnapshotRef, seconds: float) -> dict[str, Any]:
+    return {
+        "snapshot_id": ref.id,
+        "content_hash": ref.content_hash,
+        "reused": ref.reused,
+        "seconds": round(seconds, 3),
+    }
+
+
+def fetch_imagery_step(ctx: Context, aoi: str, step: str) -> dict[str, Any]:
+    """Fetch the imagery snapshot of ``aoi`` at ``step``; its id, hash and timing."""
+    check_step(step)
+    t0 = time.perf_counter()
+    ref = fetch_imagery(ctx, get_aoi_config(ctx, aoi), step)
+    return _snapshot_meta(ref, time.perf_counter() - t0)
+
+
+def fetch_opendata_step(ctx: Context, aoi: str, step: str) -> dict[str, Any]:
+    """Fetch the open-data snapshot of ``aoi`` at ``step``; its id, hash and timing."""
+    check_step(step)
+    t0 = time.perf_counter()
+    ref = fetch_opendata(ctx, get_aoi_config(ctx, aoi), step)
+    return _snapshot_meta(ref, time.perf_counter() - t0)
+
+
+def _ref(ctx: Context, meta: dict[str, Any], kind: str) -> SnapshotRef:
+    try:
+        snapshot_id = int(meta["snapshot_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{kind} snapshot metadata has no valid 'snapshot_id': {meta!r}") from exc
+    with Session(ctx.engine) as s:
+        snap = repo.get_snapshot(s, snapshot_id)
+        if snap.kind != kind:
+            raise ConfigError(f"snapshot {snapshot_id} is {snap.kind}, not {kind}")
+        return SnapshotRef(id=snap.id, content_hash=snap.content_hash, reused=True)
+
+
+def plan_step(
+    ctx: Context,
+    aoi: str,
+    step: str,
+    imagery: dict[str, Any],
+    opendata: dict[str, Any],
+    *,
+    model_version_id: int | None = None,
+    force: bool = False,
+    repredict: bool = False,
+    trigger: str = "airflow",
+    external_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start the run (or find the identical earlier one); its id and shard ids.
+
+    ``imagery`` / ``opendata`` are what the fetch steps returned. ``reused`` is True
+    when an earlier run had the same inputs: then ``shard_ids`` is empty.
+    """
+    check_step(step)
+    config = get_aoi_config(ctx, aoi)
+    fetch_seconds = float(imagery.get("seconds", 0.0)) + float(opendata.get("seconds", 0.0))
+    plan = start_audit(
+        ctx,
+        config,
+        step,
+        imagery=_ref(ctx, imagery, "imagery"),
+        opendata=_ref(ctx, opendata, "opendata"),
+        model_version_id=model_version_id,
+        force=force,
+        repredict=repredict,
+        trigger=trigger,
+        external_id=external_id,
+        params=params,
+    )
+    return {
+        "aoi": aoi,
+        "step": step,
+        "run_id": plan.run_id,
+        "shard_ids": list(plan.shard_ids),
+        "reused": plan.reused,
+        "fetch_seconds": round(fetch_seconds, 3),
+    }
+
+
+def shard_step(ctx: Context, run_id: int, shard_id: str) -> dict[str, Any]:
+    """Rasterize, predict and score one shard of a run (a re-run replaces its rows)."""
+    return process_shard(ctx, int(run_id), str(shard_id))
+
+
+def publish_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
+    """Findings, hotspots, changes and the AOI score of a planned run; a small summary.
+
+    A reused run is not published again: its stored summary is returned.
+    """
+    run_id = int(plan["run_id"])
+    if plan.get("reused"):
+        summary = stored_run_summary(ctx, run_id)
+    else:
+        summary = publish_run(
+            ctx, run_id, extra_seconds={"fetch": float(plan.get("fetch_seconds", 0.0))}
+        )
+    return {
+        "run_id": run_id,
+        "aoi": summary["aoi"],
+        "step": summary["step"],
+        "reused": bool(plan.get("reused")),
+        "n_findings": summary["n_findings"],
+        "n_changes": summary["n_changes"],
+        "completeness": summary["aggregates"].get("completeness"),
+        "correctness": summary["aggregates"].get("correctness"),
+    }
+
+
+def record_failure(ctx: Context, run_id: int, reason: str) -> None:
+    """Mark a run failed with ``reason`` unless it already finished (idempotent)."""
+    with Session(ctx.engine) as s:
+        status = repo.get_run(s, int(run_id)).status
+    if status in ("queued", "running"):
+        fail_run(ctx, int(run_id), reason)

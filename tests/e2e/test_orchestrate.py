@@ -1,0 +1,87 @@
+"""The audit as separate steps (what Airflow tasks call) agrees with the one-call audit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.db import repo
+from pipeline.db.models import Run
+from pipeline.errors import ConfigError
+from pipeline.orchestrate import (
+    fetch_imagery_step,
+    fetch_opendata_step,
+    plan_step,
+    publish_step,
+    record_failure,
+    shard_step,
+)
+
+from .conftest import Audited
+
+pytestmark = pytest.mark.slow
+
+
+def _first_run(audited: Audited) -> tuple[str, str, int]:
+    with Session(audited.ctx.engine) as s:
+        run = s.scalars(select(Run).order_by(Run.id)).first()
+        return repo.get_aoi(s, run.aoi_id).name, run.step, run.id
+
+
+def test_step_by_step_audit_matches_the_one_call_audit(audited: Audited) -> None:
+    ctx = audited.ctx
+    aoi, step, first_id = _first_run(audited)
+    imagery = fetch_imagery_step(ctx, aoi, step)
+    opendata = fetch_opendata_step(ctx, aoi, step)
+    assert imagery["reused"] and opendata["reused"]  # fetched by the demo already
+    meta = {"imagery": imagery, "opendata": opendata}
+    assert json.loads(json.dumps(meta)) == meta  # small and JSON-able (XCom)
+
+    # unchanged inputs: the earlier run, nothing to map over
+    same = plan_step(ctx, aoi, step, imagery, opendata)
+    assert same["reused"] and same["shard_ids"] == []
+    assert publish_step(ctx, same)["run_id"] == same["run_id"]
+
+    plan = plan_step(ctx, aoi, step, imagery, opendata, force=True, external_id="test-run-1")
+    assert not plan["reused"] and plan["run_id"] != first_id and plan["shard_ids"]
+    stats = [shard_step(ctx, plan["run_id"], shard_id) for shard_id in plan["shard_ids"]]
+    assert all(st["cache_hit"] for st in stats if st.get("status") == "done")
+    out = publish_step(ctx, plan)
+    with Session(ctx.engine) as s:
+        run = repo.get_run(s, plan["run_id"])
+        assert run.status == "succeeded" and run.external_id == "test-run-1"
+        before = repo.findings_frame(s, first_id)
+        after = repo.findings_frame(s, plan["run_id"])
+    assert out["n_findings"] == len(after) == len(before)
+    assert sorted(after["kind"]) == sorted(before["kind"])
+
+
+def test_record_failure_marks_an_unfinished_run_and_leaves_finished_ones(
+    audited: Audited,
+) -> None:
+    ctx = audited.ctx
+    aoi, step, first_id = _first_run(audited)
+    imagery = fetch_imagery_step(ctx, aoi, step)
+    opendata = fetch_opendata_step(ctx, aoi, step)
+    plan = plan_step(ctx, aoi, step, imagery, opendata, force=True)
+    record_failure(ctx, plan["run_id"], "shard 16-1-2 failed: boom")
+    record_failure(ctx, first_id, "must not touch a succeeded run")
+    with Session(ctx.engine) as s:
+        failed = repo.get_run(s, plan["run_id"])
+        assert failed.status == "failed" and "boom" in failed.error
+        assert repo.get_run(s, first_id).status == "succeeded"
+
+
+def test_plan_refuses_snapshot_metadata_of_the_wrong_kind(audited: Audited) -> None:
+    ctx = audited.ctx
+    aoi, step, _ = _first_run(audited)
+    imagery = fetch_imagery_step(ctx, aoi, step)
+    opendata = fetch_opendata_step(ctx, aoi, step)
+    with pytest.raises(ConfigError, match=r"snapshot \d+ is opendata, not imagery"):
+        plan_step(ctx, aoi, step, opendata, opendata)
+    with pytest.raises(ConfigError, match="no valid 'snapshot_id'"):
+        plan_step(ctx, aoi, step, {"id": 1}, opendata)
+    assert imagery["snapshot_id"] != opendata["snapshot_id"]
