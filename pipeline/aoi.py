@@ -254,12 +254,32 @@ def load_aoi(path: Path, *, max_km2: float | None = None) -> AoiConfig:
     return parse_aoi(data, source=str(path), base_dir=path.resolve().parent, max_km2=max_km2)
 
 
+def scan_aoi_folder(
+    folder: Path, *, max_km2: float | None = None
+) -> tuple[list[AoiConfig], dict[str, str]]:
+    """Every AOI file of ``folder`` (``*.yaml``, by name): the valid configurations, and
+    for each invalid file its AOI name (the file stem) with the error that names it.
+
+    Reads files only (no database), so a scheduler can call it while parsing DAGs.
+    """
+    configs: list[AoiConfig] = []
+    errors: dict[str, str] = {}
+    paths = sorted(Path(folder).glob("*.yaml")) if Path(folder).is_dir() else []
+    for path in paths:
+        try:
+            configs.append(load_aoi(path, max_km2=max_km2))
+        except ConfigError as exc:
+            errors[path.stem] = str(exc)
+    return configs, errors
+
+
 def aoi_geometry_geojson(config: AoiConfig) -> dict[str, Any]:
     """GeoJSON mapping of the AOI outline."""
     return dict(mapping(config.geometry))
 
 
 __all__ = [
+    "scan_aoi_folder",
     "AoiConfig",
     "Thresholds",
     "ModelSettings",

@@ -148,3 +148,60 @@ def record_failure(ctx: Context, run_id: int, reason: str) -> None:
         status = repo.get_run(s, int(run_id)).status
     if status in ("queued", "running"):
         fail_run(ctx, int(run_id), reason)
+
+
+def check_snapshots(
+    ctx: Context, aoi: str, imagery: dict[str, Any], opendata: dict[str, Any]
+) -> dict[str, Any]:
+    """Gate before scoring: both snapshots exist, belong to ``aoi`` and its step, and the
+    imagery covers at least one shard. Returns what the plan step needs.
+
+    Raises ConfigError (the run must not start) otherwise.
+    """
+    step = str(imagery.get("step") or "")
+    check_step(step)
+    img, od = _ref(ctx, imagery, "imagery"), _ref(ctx, opendata, "opendata")
+    with Session(ctx.engine) as s:
+        aoi_id = repo.get_aoi(s, aoi).id
+        for ref in (img, od):
+            snap = repo.get_snapshot(s, ref.id)
+            if snap.aoi_id != aoi_id or snap.step != step:
+                raise ConfigError(
+                    f"snapshot {snap.id} is of AOI id {snap.aoi_id} step {snap.step!r}, "
+                    f"not of {aoi!r} step {step!r}"
+                )
+        shards = dict(repo.get_snapshot(s, img.id).meta or {}).get("shards", {})
+    if not shards:
+        raise ConfigError(f"imagery snapshot {img.id} of {aoi!r} {step} covers no shard")
+    return {"step": step, "imagery": imagery, "opendata": opendata, "n_shards": len(shards)}
+
+
+def retrain_step(
+    ctx: Context,
+    aoi: str,
+    steps: list[str],
+    *,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Train a challenger on ``steps`` (default: the AOI's latest configured step) and
+    promote it only if it beats the champion on the same held-out tiles."""
+    from pipeline.training import train_aoi_model
+
+    config = get_aoi_config(ctx, aoi)
+    steps = steps or config.steps[-1:]
+    if not steps:
+        raise ConfigError(f"AOI {aoi!r}: no time step to train on (set 'steps' or pass some)")
+    for step in steps:
+        check_step(step)
+    out = train_aoi_model(
+        ctx, aoi, steps, max_steps=max_steps, max_seconds=max_seconds, promote="auto"
+    )
+    return {
+        "model_version_id": out.model_version_id,
+        "val_iou": out.val_iou,
+        "champion_id": out.champion_id,
+        "champion_val_iou": out.champion_val_iou,
+        "promoted": out.promoted,
+        "steps": steps,
+    }

@@ -1,0 +1,245 @@
+"""Airflow DAGs of GeoAudit: one audit DAG and one retraining DAG per registered AOI.
+
+The AOIs are the YAML files of the GeoAudit AOI folder (``GEOAUDIT_AOI_DIR``, default
+``$GEOAUDIT_HOME/aois``), the same ones the ``geoaudit`` CLI uses. Tasks only wire
+:mod:`pipeline.orchestrate` steps; XCom carries ids and hashes, never arrays.
+Malformed AOI files are reported by ``geoaudit_aoi_errors.py`` as import errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from pipeline.aoi import AoiConfig, scan_aoi_folder
+from pipeline.settings import load_settings
+
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
+GPU_QUEUE = os.environ.get("GEOAUDIT_GPU_QUEUE", "default")  # "gpu" on a GPU deployment
+GPU_POOL = os.environ.get("GEOAUDIT_GPU_POOL", "default_pool")
+RETRIES = int(os.environ.get("GEOAUDIT_TASK_RETRIES", "2"))
+STEP_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def results_asset(aoi: str) -> Asset:
+    """Updated when an audit of ``aoi`` publishes results."""
+    return Asset(f"geoaudit://aoi/{aoi}/results")
+
+
+def reviews_asset(aoi: str) -> Asset:
+    """Updated when reviewers give verdicts on ``aoi`` (the dashboard's review step)."""
+    return Asset(f"geoaudit://aoi/{aoi}/reviews")
+
+
+def _context():
+    from pipeline.context import open_context
+
+    return open_context()
+
+
+def _record_failure(context: dict[str, Any]) -> None:
+    """DAG failure callback: mark the GeoAudit run of this DAG run failed, with the reason."""
+    from sqlalchemy.orm import Session
+
+    from pipeline.db import repo
+    from pipeline.orchestrate import record_failure
+
+    ctx = _context()
+    dag_run = context["dag_run"]
+    with Session(ctx.engine) as s:
+        run = repo.run_by_external_id(s, dag_run.run_id)
+        run_id = run.id if run is not None else None
+    if run_id is not None:
+        reason = context.get("reason") or "Airflow task failed"
+        record_failure(ctx, run_id, f"airflow {dag_run.dag_id}/{dag_run.run_id}: {reason}")
+
+
+def _step_of(params: dict[str, Any], context: dict[str, Any]) -> str:
+    """The time step: the ``step`` param, else the end of the run's data interval."""
+    if params.get("step"):
+        return str(params["step"])
+    when = context.get("data_interval_end") or context.get("logical_date")
+    if when is None:
+        when = context["dag_run"].run_after
+    return when.date().isoformat() if isinstance(when, dt.datetime) else str(when)[:10]
+
+
+def build_audit_dag(config: AoiConfig):
+    """The audit DAG ``audit__<aoi>``: fetch, validate, plan, shards (mapped), publish."""
+    name = config.name
+
+    @dag(
+        dag_id=f"audit__{name}",
+        schedule=config.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["geoaudit", "audit", *config.tags],
+        doc_md=(
+            f"### Audit of AOI `{name}`\n\n{config.description}\n\n"
+            "Fetches imagery and open data for the run's time step (its data interval, or "
+            "the `step` param), validates them, then rasterizes, predicts and scores every "
+            "shard as a mapped task, and publishes findings, changes and the AOI score to "
+            "the GeoAudit database. Params allow an ad-hoc step, model version, forced "
+            "re-run and re-prediction."
+        ),
+        default_args={
+            "owner": config.owner,
+            "retries": RETRIES,
+            "retry_delay": dt.timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": dt.timedelta(minutes=10),
+        },
+        on_failure_callback=_record_failure,
+        params={
+            "step": Param(
+                None,
+                type=["null", "string"],
+                pattern=STEP_PATTERN,
+                description="Time step (ISO date); default: the run's data interval end.",
+            ),
+            "model_version": Param(
+                None, type=["null", "integer"], minimum=1, description="Model version id."
+            ),
+            "force": Param(False, type="boolean", description="Audit even if nothing changed."),
+            "repredict": Param(False, type="boolean", description="Ignore the prediction cache."),
+        },
+    )
+    def audit():
+        @task(retries=RETRIES)
+        def fetch_imagery(params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from pipeline.orchestrate import fetch_imagery_step
+
+            step = _step_of(params or {}, get_current_context())
+            return {"step": step, **fetch_imagery_step(_context(), name, step)}
+
+        @task(retries=RETRIES)
+        def fetch_opendata(imagery: dict[str, Any]) -> dict[str, Any]:
+            from pipeline.orchestrate import fetch_opendata_step
+
+            return fetch_opendata_step(_context(), name, imagery["step"])
+
+        @task(retries=0)
+        def validate(imagery: dict[str, Any], opendata: dict[str, Any]) -> dict[str, Any]:
+            from pipeline.orchestrate import check_snapshots
+
+            return check_snapshots(_context(), name, imagery, opendata)
+
+        @task(retries=0)
+        def plan(checked: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from pipeline.orchestrate import plan_step
+
+            params = params or {}
+            dag_run = get_current_context()["dag_run"]
+            return plan_step(
+                _context(),
+                name,
+                checked["step"],
+                checked["imagery"],
+                checked["opendata"],
+                model_version_id=params.get("model_version"),
+                force=bool(params.get("force")),
+                repredict=bool(params.get("repredict")),
+                trigger="airflow",
+                external_id=dag_run.run_id,
+                params={k: v for k, v in params.items() if v is not None},
+            )
+
+        @task
+        def shard_ids(planned: dict[str, Any]) -> list[str]:
+            return list(planned["shard_ids"])
+
+        @task(queue=GPU_QUEUE, pool=GPU_POOL, retries=RETRIES, map_index_template="{{ shard_id }}")
+        def process_shard(planned: dict[str, Any], shard_id: str) -> dict[str, Any]:
+            from pipeline.orchestrate import shard_step
+
+            return shard_step(_context(), planned["run_id"], shard_id)
+
+        @task(outlets=[results_asset(name)], retries=RETRIES)
+        def publish(planned: dict[str, Any], shards: list[dict[str, Any]]) -> dict[str, Any]:
+            from pipeline.orchestrate import publish_step
+
+            list(shards)  # every mapped shard finished (a failed one fails the run before this)
+            return publish_step(_context(), planned)
+
+        imagery = fetch_imagery()
+        opendata = fetch_opendata(imagery)
+        checked = validate(imagery, opendata)
+        planned = plan(checked)
+        done = process_shard.partial(planned=planned).expand(shard_id=shard_ids(planned))
+        publish(planned, done)
+
+    return audit()
+
+
+def build_retrain_dag(config: AoiConfig):
+    """``retrain__<aoi>``: monthly and on new reviews; promotes only a better challenger."""
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    name = config.name
+
+    @dag(
+        dag_id=f"retrain__{name}",
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 3 1 * *", timezone="UTC"),
+            assets=[reviews_asset(name)],
+        ),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["geoaudit", "retrain", *config.tags],
+        doc_md=(
+            f"### Retraining for AOI `{name}`\n\nMonthly, and when reviewers give verdicts: "
+            "trains a challenger on the AOI's open data (tiles reviewed `label_wrong` "
+            "excluded), evaluates champion and challenger on the same held-out tiles and "
+            "promotes the challenger only if it is better. Everything lands in the model "
+            "registry."
+        ),
+        default_args={"owner": config.owner, "retries": 1},
+        params={
+            "steps": Param(
+                [],
+                type="array",
+                items={"type": "string", "pattern": STEP_PATTERN},
+                description="Time steps to train on; default: the AOI's latest step.",
+            ),
+            "max_steps": Param(None, type=["null", "integer"], minimum=1),
+            "max_seconds": Param(None, type=["null", "number"], exclusiveMinimum=0),
+        },
+    )
+    def retrain():
+        @task(queue=GPU_QUEUE, pool=GPU_POOL)
+        def train_challenger(params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from pipeline.orchestrate import retrain_step
+
+            params = params or {}
+            return retrain_step(
+                _context(),
+                name,
+                list(params.get("steps") or []),
+                max_steps=params.get("max_steps"),
+                max_seconds=params.get("max_seconds"),
+            )
+
+        train_challenger()
+
+    return retrain()
+
+
+def build_all() -> dict[str, Any]:
+    """A DAG pair per valid AOI file (invalid files: see ``geoaudit_aoi_errors.py``)."""
+    settings = load_settings()
+    configs, _ = scan_aoi_folder(settings.resolved_aoi_dir, max_km2=settings.max_aoi_km2)
+    dags = {}
+    for config in configs:
+        dags[f"audit__{config.name}"] = build_audit_dag(config)
+        dags[f"retrain__{config.name}"] = build_retrain_dag(config)
+    return dags
+
+
+globals().update(build_all())
