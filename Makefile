@@ -4,12 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install install-test lint bench clean help
+.PHONY: demo test install install-test install-airflow airflow lint bench clean help
+
+GEOAUDIT_HOME ?= $(HOME)/.geoaudit
+AIRFLOW_HOME  ?= $(GEOAUDIT_HOME)/airflow
+AIRFLOW_PORT  ?= 8080
 
 help:
 	@echo "make demo   - create .venv, install, run a full audit of the sample AOI"
 	@echo "make test   - create .venv, install test extras, run the test suite"
 	@echo "make bench  - per-stage throughput and the shard-vs-per-tile-file ratio"
+	@echo "make airflow - Airflow standalone with GeoAudit's DAGs (after make demo: audit__sample-town)"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -23,14 +28,33 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,airflow]'
 	@touch $@
 
+$(VENV)/.installed-airflow: $(VENV)/.installed
+	$(PIP) install --quiet --disable-pip-version-check -e '.[airflow]'
+	@touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-airflow: $(VENV)/.installed-airflow
 
 demo: install
 	$(BIN)/geoaudit demo
 
 test: install-test
 	$(BIN)/python -m pytest
+
+# Airflow 3 standalone (SQLite metadata under $(AIRFLOW_HOME)) with this project's DAGs.
+airflow: install-airflow
+	@mkdir -p "$(AIRFLOW_HOME)"
+	@$(BIN)/python -c "import json, pathlib, secrets; p = pathlib.Path('$(AIRFLOW_HOME)/passwords.json'); p.exists() or p.write_text(json.dumps({'admin': secrets.token_urlsafe(12)}))"
+	@echo "Airflow: http://localhost:$(AIRFLOW_PORT)  user admin  password $$($(BIN)/python -c "import json; print(json.load(open('$(AIRFLOW_HOME)/passwords.json'))['admin'])")"
+	@echo "DAGs from $(abspath dags), AOIs from $(GEOAUDIT_HOME)/aois; trigger audit__sample-town with {\"step\": \"2026-06-01\"}"
+	PATH="$(abspath $(BIN)):$$PATH" GEOAUDIT_HOME="$(GEOAUDIT_HOME)" AIRFLOW_HOME="$(AIRFLOW_HOME)" \
+	AIRFLOW__CORE__DAGS_FOLDER="$(abspath dags)" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__PARALLELISM=2 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$(AIRFLOW_HOME)/passwords.json" \
+	$(BIN)/airflow standalone
 
 lint: install-test
 	$(BIN)/ruff check pipeline tests bench

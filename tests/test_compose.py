@@ -1,0 +1,201 @@
+"""docker-compose.yml checked without a Docker engine: parsed, and every service's
+image/build, command, environment and dependencies checked against what the code and
+the installed Airflow expect."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+SERVICES = COMPOSE["services"]
+AIRFLOW_SERVICES = [name for name in SERVICES if name.startswith("airflow-")]
+VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+ENV_EXAMPLE = dict(
+    line.split("=", 1)
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+    if line and not line.startswith("#")
+)
+# variables the DAG files read besides the Settings fields
+DAG_ENV = {"GEOAUDIT_GPU_QUEUE", "GEOAUDIT_GPU_POOL", "GEOAUDIT_TASK_RETRIES"}
+
+
+def interpolate(value: str) -> str:
+    """Compose interpolation with .env.example values, else the inline default."""
+
+    def sub(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2) or ""
+        return ENV_EXAMPLE.get(name, default)
+
+    return VAR.sub(sub, str(value))
+
+
+def environment(service: str) -> dict[str, str]:
+    env = SERVICES[service].get("environment", {})
+    return {k: interpolate(v) for k, v in env.items()}
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def test_services_and_images() -> None:
+    assert {"postgis", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler"} <= set(
+        SERVICES
+    )
+    assert {"airflow-dag-processor", "airflow-triggerer", "airflow-worker"} <= set(SERVICES)
+    for name, svc in SERVICES.items():
+        assert "image" in svc or "build" in svc, name
+        if "build" in svc:
+            assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "torch==2.14.1" in dockerfile and "torchvision==0.29.1" in dockerfile
+    assert "'.[airflow]'" in dockerfile and "COPY dags ./dags" in dockerfile
+    assert "WORKDIR /opt/geoaudit" in dockerfile
+
+
+def test_dependencies_exist_and_health_conditions_have_healthchecks() -> None:
+    for name, svc in SERVICES.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in SERVICES, f"{name} depends on unknown {dep}"
+            if cond["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[dep], f"{dep} has no healthcheck"
+            if cond["condition"] == "service_completed_successfully":
+                assert SERVICES[dep].get("restart") == "no"
+    for name in AIRFLOW_SERVICES:
+        if name != "airflow-init":
+            deps = SERVICES[name]["depends_on"]
+            assert "airflow-init" in deps or "airflow-apiserver" in deps, name
+
+
+def test_volumes_and_mounts() -> None:
+    declared = set(COMPOSE["volumes"])
+    for name, svc in SERVICES.items():
+        for mount in svc.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source} missing"
+            else:
+                assert source in declared, f"{name}: volume {source} not declared"
+    # the artifact store and AOI folder are on the volume every Airflow service shares
+    for name in AIRFLOW_SERVICES:
+        env = environment(name)
+        assert env["GEOAUDIT_ARTIFACT_ROOT"].startswith("/data/geoaudit")
+        assert any(m.startswith("artifacts:/data/geoaudit") for m in SERVICES[name]["volumes"])
+
+
+def test_geoaudit_environment_is_what_the_code_reads() -> None:
+    from pipeline.settings import Settings
+
+    fields = {f"GEOAUDIT_{name.upper()}" for name in Settings.model_fields}
+    for name in AIRFLOW_SERVICES:
+        for key in environment(name):
+            if key.startswith("GEOAUDIT_"):
+                assert key in fields | DAG_ENV, f"{name}: {key} is read by nothing"
+    env = environment("airflow-worker")
+    settings = Settings(
+        home=env["GEOAUDIT_HOME"],
+        database_url=env["GEOAUDIT_DATABASE_URL"],
+        artifact_root=env["GEOAUDIT_ARTIFACT_ROOT"],
+        device=env["GEOAUDIT_DEVICE"],
+        log_level=env["GEOAUDIT_LOG_LEVEL"],
+        log_format=env["GEOAUDIT_LOG_FORMAT"],
+    )
+    assert settings.resolved_database_url.startswith("postgresql+psycopg://")
+    assert settings.resolved_database_url.endswith("@postgis:5432/geoaudit")
+    assert environment("airflow-worker-gpu")["GEOAUDIT_DEVICE"] == "cuda"
+
+
+def test_airflow_settings_are_real_config_options(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    script = (
+        "import json, sys\n"
+        "from airflow.configuration import conf\n"
+        "known = conf.configuration_description  # core and provider options\n"
+        "keys = json.loads(sys.argv[1])\n"
+        "print(json.dumps([k for k in keys\n"
+        "                  if k[1] not in known.get(k[0], {}).get('options', {})]))\n"
+    )
+    keys = sorted(  # AIRFLOW__SECTION__KEY -> (section, key)
+        {
+            tuple(k.lower().split("__")[1:3])
+            for name in AIRFLOW_SERVICES
+            for k in environment(name)
+            if k.startswith("AIRFLOW__")
+        }
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(keys)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "AIRFLOW_HOME": str(tmp_path)},
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    env = environment("airflow-scheduler")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/geoaudit/dags"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379")
+    assert "@postgis:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    out = []
+    for name, svc in SERVICES.items():
+        cmd = svc.get("command")
+        if cmd is None:
+            continue
+        if cmd[:2] == ["bash", "-c"]:
+            for part in interpolate(cmd[2]).split("&&"):
+                words = re.findall(r'"[^"]*"|\S+', part.strip())
+                out.append((name, [w.strip('"') for w in words]))
+        else:
+            out.append((name, [interpolate(c) for c in cmd]))
+    return out
+
+
+@pytest.mark.parametrize("service,command", _commands(), ids=lambda v: str(v)[:40])
+def test_every_command_exists(service, command, tmp_path) -> None:
+    """Each command's program and sub-command parse with --help in this environment."""
+    program, args = command[0], command[1:]
+    assert program in {"airflow", "geoaudit"}, f"{service}: unexpected program {program}"
+    subcommand = [a for a in args if not a.startswith("-")][
+        : 2 if args[0] in {"celery", "db", "pools"} else 1
+    ]
+    result = subprocess.run(
+        [bin_path(program), *subcommand, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW_HOME": str(tmp_path)},
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{service}: {' '.join(command)}\n{result.stderr[-2000:]}"
+    if "--queues" in args:
+        queue = args[args.index("--queues") + 1]
+        assert queue == ("gpu" if service == "airflow-worker-gpu" else "default")
+
+
+def test_gpu_worker_reserves_an_nvidia_device_behind_a_profile() -> None:
+    gpu = SERVICES["airflow-worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "cu1" in gpu["build"]["args"]["TORCH_INDEX_URL"]
+
+
+def test_required_secrets_are_in_env_example() -> None:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    required = {m.group(1) for m in re.finditer(r"\$\{(\w+):\?", text)}
+    assert required and required <= set(ENV_EXAMPLE)
+    from pipeline.settings import Settings
+
+    Settings(_env_file=ROOT / ".env.example")  # non-GEOAUDIT keys in .env are ignored
