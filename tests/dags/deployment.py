@@ -1,0 +1,185 @@
+"""Start Airflow components as local processes: the distributed test and
+``bench/airflow_overhead.py`` use this (nothing here imports Airflow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow_env(
+    *,
+    airflow_home: Path,
+    meta_url: str,
+    port: int,
+    executor: str,
+    password: str,
+    geoaudit_home: Path,
+    geoaudit_url: str,
+    broker_url: str | None = None,
+) -> dict[str, str]:
+    """Environment of every component: metadata DB, executor, API, auth, GeoAudit."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(AIRFLOW).parent}:{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(Path(__file__).parent),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_name.hostname",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
+        # psycopg 3 is sync and async: no asyncpg needed (Airflow would derive asyncpg)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": meta_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__SECRET_KEY": "geoaudit-local-deployment-secret",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "geoaudit-local-deployment-jwt-secret-long-enough",
+        "GEOAUDIT_HOME": str(geoaudit_home),
+        "GEOAUDIT_DATABASE_URL": geoaudit_url,
+        "GEOAUDIT_TASK_RETRIES": "0",
+    }
+    if broker_url:
+        env["AIRFLOW__CELERY__BROKER_URL"] = broker_url
+        env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{meta_url}"
+        env["AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER"] = "1"
+    env.pop("GEOAUDIT_AOI_DIR", None)
+
+    (airflow_home / "passwords.json").write_text(json.dumps({"admin": password}))
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``airflow db migrate`` of the metadata database."""
+    out = subprocess.run(
+        [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+    )
+    if out.returncode:
+        raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")
+
+
+class Deployment:
+    """Airflow components as child processes sharing one environment."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str, **extra_env: str) -> None:
+        """Start ``airflow <args>`` as component ``name`` (log in ``logs/<name>.log``)."""
+        log = (self.logs / f"{name}.log").open("w")
+        self.procs[name] = subprocess.Popen(
+            [AIRFLOW, *args],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() takes the children too
+        )
+
+    def check_alive(self) -> None:
+        """Raise with the log tail of any component that has exited."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every component (warm shutdown), SIGKILL what is left after 60 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes[name] = proc.wait()
+        return codes
+
+
+def wait_for(what: str, check, timeout: float, deployment: Deployment, every: float = 2.0):
+    """Poll ``check()`` until truthy (HTTP errors count as not yet); its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deployment.check_alive()
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what} (logs: {deployment.logs})"
+    )
+
+
+class Api:
+    """The REST API v2 with a token of the admin user."""
+
+    def __init__(self, base: str, password: str, deployment: Deployment) -> None:
+        wait_for(
+            "the api-server",
+            lambda: httpx.get(f"{base}/api/v2/monitor/health", timeout=5).status_code == 200,
+            180,
+            deployment,
+        )
+        token = httpx.post(
+            f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=10
+        ).json()["access_token"]
+        self.client = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        self.deployment = deployment
+
+    def trigger_and_wait(self, dag_id: str, run_id: str, conf: dict, timeout: float = 900):
+        """Unpause, trigger, wait for the end; (state, seconds, task instances)."""
+        wait_for(
+            f"{dag_id} to be parsed",
+            lambda: self.client.get(f"/api/v2/dags/{dag_id}").status_code == 200,
+            240,
+            self.deployment,
+        )
+        self.client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        t0 = time.perf_counter()
+        resp = self.client.post(
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
+        )
+        if resp.status_code not in (200, 201):
+            raise AssertionError(f"trigger refused: {resp.status_code} {resp.text}")
+
+        def finished():
+            state = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+            return state if state in ("success", "failed") else None
+
+        state = wait_for(f"run {run_id}", finished, timeout, self.deployment, every=1.0)
+        seconds = time.perf_counter() - t0
+        tis = self.client.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        ).json()["task_instances"]
+        return state, seconds, tis

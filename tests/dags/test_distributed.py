@@ -1,0 +1,114 @@
+"""A real CeleryExecutor deployment on loopback: PostgreSQL metadata, Redis broker,
+scheduler, dag-processor, api-server and two Celery workers as separate processes.
+The sample audit is triggered through the REST API; its mapped shard tasks must run
+on both workers and its results land in the GeoAudit database."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+import redis
+from deployment import Api, Deployment, airflow_env, free_port, migrate
+from sqlalchemy.orm import Session
+
+from pipeline.aois import register_aoi
+from pipeline.context import open_context
+from pipeline.db import repo
+from pipeline.demo import create_sample_aoi
+from pipeline.settings import Settings
+from pipeline.training import train_aoi_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.distributed]
+
+REDIS_DB = 11  # a database of the local Redis that nothing else uses
+PASSWORD = "dist-test-pw"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, _pg_server) -> Iterator[tuple[Deployment, dict]]:
+    home = tmp_path_factory.mktemp("dist-geoaudit")
+    geo_url = _pg_server.create_database().render_as_string(hide_password=False)
+    meta_url = _pg_server.create_database().render_as_string(hide_password=False)
+    ctx = open_context(Settings(home=home, database_url=geo_url), progress=False)
+    info, config = create_sample_aoi(ctx, size_m=300.0)
+    # finer shards (4 tiles each) so the run has several mapped tasks; no schedule, so
+    # the only run is the one the test triggers
+    config = register_aoi(ctx, config.model_copy(update={"shard_zoom": 17, "schedule": None}))
+    train_aoi_model(ctx, config.name, [info.steps[0]], max_steps=4, promote="always")
+    n_shards = len(config.shards())
+    ctx.engine.dispose()
+
+    redis.Redis(db=REDIS_DB).flushdb()
+    port = free_port()
+    env = airflow_env(
+        airflow_home=tmp_path_factory.mktemp("dist-airflow"),
+        meta_url=meta_url,
+        port=port,
+        executor="CeleryExecutor",
+        password=PASSWORD,
+        geoaudit_home=home,
+        geoaudit_url=geo_url,
+        broker_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
+    )
+    migrate(env)
+    dep = Deployment(env, tmp_path_factory.mktemp("dist-logs"))
+    print(f"\ndistributed deployment logs: {dep.logs}")
+    dep.start("api-server", "api-server")
+    dep.start("scheduler", "scheduler")
+    dep.start("dag-processor", "dag-processor")
+    for name in ("worker-1", "worker-2"):
+        dep.start(
+            name,
+            *("celery", "worker", "--queues", "default", "--concurrency", "1"),
+            *("--celery-hostname", f"{name}@%h"),
+            GEOAUDIT_TEST_WORKER=name,
+            AIRFLOW__CELERY__WORKER_LOG_SERVER_PORT=str(free_port()),
+        )
+    facts = {
+        "base": f"http://127.0.0.1:{port}",
+        "aoi": config.name,
+        "step": info.steps[0],
+        "n_shards": n_shards,
+        "geo_url": geo_url,
+        "home": home,
+    }
+    try:
+        yield dep, facts
+    finally:
+        dep.stop()  # idempotent: the last test has normally stopped everything already
+
+
+def test_celery_deployment_runs_the_audit_on_both_workers(deployment) -> None:
+    dep, facts = deployment
+    api = Api(facts["base"], PASSWORD, dep)
+    state, wall, tis = api.trigger_and_wait(
+        f"audit__{facts['aoi']}", "dist-1", {"step": facts["step"]}
+    )
+    assert state == "success", tis
+
+    shards = [ti for ti in tis if ti["task_id"] == "process_shard"]
+    assert len(shards) == facts["n_shards"] >= 2
+    assert all(ti["state"] == "success" for ti in shards)
+    assert {ti["hostname"] for ti in shards} == {"worker-1", "worker-2"}
+
+    ctx = open_context(Settings(home=facts["home"], database_url=facts["geo_url"]))
+    with Session(ctx.engine) as s:
+        run = repo.run_by_external_id(s, "dist-1")
+        assert run is not None and run.status == "succeeded"
+        assert run.shards_total == len(shards)
+        assert len(repo.tile_scores_frame(s, run.id)) > 0
+        stage = sum(float(v["seconds"]) for v in (run.stage_seconds or {}).values())
+    ctx.engine.dispose()
+    print(f"CeleryExecutor: run {wall:.1f} s, engine stages {stage:.1f} s")
+
+
+def test_the_deployment_shuts_down_cleanly(deployment) -> None:
+    dep, _ = deployment
+    codes = dep.stop()
+    assert all(proc.poll() is not None for proc in dep.procs.values())
+    print(f"exit codes after SIGTERM: {codes}")
+    # a clean stop: exit 0 or "terminated by SIGTERM", never the SIGKILL of a hung process
+    clean = (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    assert all(code in clean for code in codes.values()), codes
