@@ -105,6 +105,14 @@ def build_audit_dag(config: AoiConfig):
             "model_version": Param(
                 None, type=["null", "integer"], minimum=1, description="Model version id."
             ),
+            "bbox": Param(
+                None,
+                type=["null", "array"],
+                items={"type": "number"},
+                minItems=4,
+                maxItems=4,
+                description="Audit only the shards touching [west, south, east, north].",
+            ),
             "force": Param(False, type="boolean", description="Audit even if nothing changed."),
             "repredict": Param(False, type="boolean", description="Ignore the prediction cache."),
         },
@@ -144,6 +152,7 @@ def build_audit_dag(config: AoiConfig):
                 model_version_id=params.get("model_version"),
                 force=bool(params.get("force")),
                 repredict=bool(params.get("repredict")),
+                bbox=params.get("bbox"),
                 trigger="airflow",
                 external_id=dag_run.run_id,
                 params={k: v for k, v in params.items() if v is not None},
@@ -160,10 +169,9 @@ def build_audit_dag(config: AoiConfig):
             return shard_step(_context(), planned["run_id"], shard_id)
 
         @task(outlets=[results_asset(name)], retries=RETRIES)
-        def publish(planned: dict[str, Any], shards: list[dict[str, Any]]) -> dict[str, Any]:
+        def publish(planned: dict[str, Any]) -> dict[str, Any]:
             from pipeline.orchestrate import publish_step
 
-            list(shards)  # every mapped shard finished (a failed one fails the run before this)
             return publish_step(_context(), planned)
 
         imagery = fetch_imagery()
@@ -171,7 +179,9 @@ def build_audit_dag(config: AoiConfig):
         checked = validate(imagery, opendata)
         planned = plan(checked)
         done = process_shard.partial(planned=planned).expand(shard_id=shard_ids(planned))
-        publish(planned, done)
+        # runs after every mapped shard succeeded (a failed shard fails the run instead);
+        # the shards' own results stay in the database, not in XCom
+        done >> publish(planned)
 
     return audit()
 

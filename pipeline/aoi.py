@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,33 @@ def load_aoi(path: Path, *, max_km2: float | None = None) -> AoiConfig:
     return parse_aoi(data, source=str(path), base_dir=path.resolve().parent, max_km2=max_km2)
 
 
+def shards_in_bbox(config: AoiConfig, bbox: Sequence[float]) -> list[str]:
+    """Ids of the AOI's shards with a tile intersecting ``bbox`` (WGS84 west, south,
+    east, north); ConfigError when ``bbox`` is malformed or misses the AOI."""
+    from pipeline.tiles import lnglat_bounds
+
+    try:
+        west, south, east, north = (float(v) for v in bbox)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"bbox must be 4 numbers [west, south, east, north], got {bbox!r}"
+        ) from exc
+    if not (-180 <= west < east <= 180 and -85.06 <= south < north <= 85.06):
+        raise ConfigError(
+            f"bbox must be [west, south, east, north] in degrees with west < east and "
+            f"south < north, got {list(bbox)}"
+        )
+    area = box(west, south, east, north)
+    ids = [
+        shard.id
+        for shard, tiles in config.shards().items()
+        if any(area.intersects(box(*lnglat_bounds(t))) for t in tiles)
+    ]
+    if not ids:
+        raise ConfigError(f"bbox {list(bbox)} does not intersect AOI {config.name!r}")
+    return ids
+
+
 def scan_aoi_folder(
     folder: Path, *, max_km2: float | None = None
 ) -> tuple[list[AoiConfig], dict[str, str]]:
@@ -280,6 +308,7 @@ def aoi_geometry_geojson(config: AoiConfig) -> dict[str, Any]:
 
 __all__ = [
     "scan_aoi_folder",
+    "shards_in_bbox",
     "AoiConfig",
     "Thresholds",
     "ModelSettings",

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from pipeline.aoi import AoiConfig, check_step
+from pipeline.aoi import AoiConfig, check_step, shards_in_bbox
 from pipeline.aois import get_aoi_config
 from pipeline.context import Context
 from pipeline.db import repo
@@ -90,9 +90,11 @@ def audit_inputs_key(
     opendata: SnapshotRef,
     model_version_id: int,
     previous_run_id: int | None,
+    bbox: list[float] | None = None,
 ) -> str:
     """Hash of everything an audit's results depend on (see :func:`start_audit`)."""
     payload = {
+        "bbox": bbox,
         "imagery": imagery.content_hash,
         "opendata": opendata.content_hash,
         "model_version_id": model_version_id,
@@ -112,6 +114,7 @@ def start_audit(
     model_version_id: int | None = None,
     force: bool = False,
     repredict: bool = False,
+    bbox: list[float] | None = None,
     trigger: str = "cli",
     external_id: str | None = None,
     params: dict[str, Any] | None = None,
@@ -121,15 +124,20 @@ def start_audit(
     Unless ``force`` or ``repredict``, an earlier succeeded run of the step made from
     the same imagery, open data, model version, AOI settings and previous-step run is
     reused: no new run is created and the plan has no shards (its results would be
-    identical). ``repredict`` also ignores the prediction cache.
+    identical). ``repredict`` also ignores the prediction cache. ``bbox`` (WGS84 west,
+    south, east, north) audits only the shards it touches.
     """
     mv_id = resolve_model_version(ctx, config, model_version_id)
-    shard_ids = [shard.id for shard in config.shards()]
+    if bbox is not None:
+        bbox = [float(v) for v in bbox] if len(bbox) == 4 else bbox
+        shard_ids = shards_in_bbox(config, bbox)
+    else:
+        shard_ids = [shard.id for shard in config.shards()]
     with Session(ctx.engine) as s, s.begin():
         aoi_id = repo.get_aoi(s, config.name).id
         previous = repo.previous_run(s, aoi_id, step)
         inputs_key = audit_inputs_key(
-            config, imagery, opendata, mv_id, previous.id if previous else None
+            config, imagery, opendata, mv_id, previous.id if previous else None, bbox
         )
         if not (force or repredict):
             same = repo.reusable_run(
@@ -157,6 +165,7 @@ def start_audit(
                 **(params or {}),
                 "force": force,
                 "repredict": repredict,
+                "bbox": bbox,
                 "inputs_key": inputs_key,
             },
             shards_total=len(shard_ids),
@@ -181,6 +190,7 @@ def run_audit(
     model_version_id: int | None = None,
     force: bool = False,
     repredict: bool = False,
+    bbox: list[float] | None = None,
     trigger: str = "cli",
 ) -> AuditResult:
     """Run a complete audit in this process; a failure is recorded on the run and re-raised.
@@ -205,6 +215,7 @@ def run_audit(
         model_version_id=model_version_id,
         force=force,
         repredict=repredict,
+        bbox=bbox,
         trigger=trigger,
     )
     if plan.reused:

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import geopandas as gpd
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy.orm import Session
 
 from pipeline.changes import ChangeConfig, detect_changes
@@ -19,11 +20,17 @@ log = logging.getLogger(__name__)
 
 
 def changes_for_run(
-    ctx: Context, inputs: RunInputs, buildings: gpd.GeoDataFrame, opendata: gpd.GeoDataFrame
+    ctx: Context,
+    inputs: RunInputs,
+    buildings: gpd.GeoDataFrame,
+    opendata: gpd.GeoDataFrame,
+    *,
+    footprint: BaseGeometry | None = None,
 ) -> list[dict[str, Any]]:
     """Change rows (EPSG:4326 geometries) between the previous step's run and this one.
 
-    Returns an empty list for the first time step of an AOI.
+    ``footprint`` (EPSG:3857) limits the comparison to where this run looked (a bbox
+    subset). Returns an empty list for the first time step of an AOI.
     """
     from pipeline.publish import run_buildings_key
 
@@ -40,8 +47,12 @@ def changes_for_run(
         return []
     prev_buildings = gpd.read_parquet(io.BytesIO(ctx.store.read_bytes(key)))
     prev_opendata = read_opendata(ctx, prev_opendata_meta).to_crs("EPSG:3857")
+    if footprint is not None:
+        prev_opendata = prev_opendata[prev_opendata.representative_point().within(footprint)]
     config = ChangeConfig(min_area_m2=inputs.aoi.thresholds.change_min_m2)
-    changes = detect_changes(prev_buildings, buildings, prev_opendata, opendata, config=config)
+    changes = detect_changes(
+        prev_buildings, buildings, prev_opendata, opendata, config=config, footprint=footprint
+    )
     changes = changes.to_crs("EPSG:4326")
     rows = []
     for rec in changes.to_dict("records"):

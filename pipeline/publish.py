@@ -83,6 +83,10 @@ def publish_run(
     shard_ids = [r.shard_id for r in shard_rows]
     buildings = merged_buildings(ctx, run_id, shard_ids)
     opendata = opendata_frame(ctx, inputs).to_crs(WEB_MERCATOR)
+    footprint = None
+    if inputs.bbox is not None:  # a subset run: compare only where it looked
+        footprint = tiles.to_crs(WEB_MERCATOR).union_all()
+        opendata = opendata[opendata.representative_point().within(footprint)]
 
     th = config.thresholds
     match_config = MatchConfig(
@@ -127,7 +131,7 @@ def publish_run(
     from pipeline.change_stage import changes_for_run
 
     buildings_uri = ctx.store.write_bytes(run_buildings_key(run_id), _to_parquet(buildings))
-    changes = changes_for_run(ctx, inputs, buildings, opendata)
+    changes = changes_for_run(ctx, inputs, buildings, opendata, footprint=footprint)
     publish_s = time.perf_counter() - t0
 
     stage_seconds = _stage_seconds(shard_rows, extra_seconds or {}, publish_s)

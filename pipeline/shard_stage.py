@@ -43,6 +43,7 @@ class RunInputs:
     opendata_hash: str
     model_version_id: int
     repredict: bool
+    bbox: list[float] | None = None
 
 
 def load_run_inputs(ctx: Context, run_id: int) -> RunInputs:
@@ -63,6 +64,7 @@ def load_run_inputs(ctx: Context, run_id: int) -> RunInputs:
             opendata_hash=opendata.content_hash,
             model_version_id=run.model_version_id,
             repredict=bool((run.params or {}).get("repredict", False)),
+            bbox=(run.params or {}).get("bbox"),
         )
 
 

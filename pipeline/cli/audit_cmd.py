@@ -128,6 +128,10 @@ def audit(
     repredict: Annotated[
         bool, typer.Option(help="Audit again and ignore the prediction cache.")
     ] = False,
+    bbox: Annotated[
+        tuple[float, float, float, float] | None,
+        typer.Option(help="Audit only the shards touching WEST SOUTH EAST NORTH (degrees)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a full audit of an AOI at a time step and store the results.
@@ -139,7 +143,13 @@ def audit(
 
     ctx = context()
     result = run_audit(
-        ctx, aoi, step, model_version_id=model_version, force=force, repredict=repredict
+        ctx,
+        aoi,
+        step,
+        model_version_id=model_version,
+        force=force,
+        repredict=repredict,
+        bbox=list(bbox) if bbox else None,
     )
     summary = result.summary
     if as_json:

@@ -147,9 +147,10 @@ def merge_across_edges(
     sel = i < j
     i, j = i[sel], j[sel]
     if i.size:
-        shared = shapely.length(
-            shapely.intersection(shapely.buffer(geoms[i], tolerance), shapely.boundary(geoms[j]))
-        )
+        # buffer each polygon once, however many neighbours it has
+        first, back = np.unique(i, return_inverse=True)
+        grown = shapely.buffer(geoms[first], tolerance)[back]
+        shared = shapely.length(shapely.intersection(grown, shapely.boundary(geoms[j])))
         linked = shared > min_shared
         i, j = i[linked], j[linked]
     if i.size == 0:

@@ -90,7 +90,7 @@ def test_audit_dag_shape(dagbag) -> None:
     assert "shard_ids" in dag.get_task("process_shard").upstream_task_ids
     assert "process_shard" in dag.get_task("publish").upstream_task_ids
     assert [t.task_id for t in dag.topological_sort()][-1] == "publish"
-    assert set(dag.params) == {"step", "model_version", "force", "repredict"}
+    assert set(dag.params) == {"step", "model_version", "bbox", "force", "repredict"}
 
 
 def test_publish_updates_the_aoi_asset_and_retraining_listens_to_reviews(dagbag) -> None:

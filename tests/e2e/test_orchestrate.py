@@ -85,3 +85,61 @@ def test_plan_refuses_snapshot_metadata_of_the_wrong_kind(audited: Audited) -> N
     with pytest.raises(ConfigError, match="no valid 'snapshot_id'"):
         plan_step(ctx, aoi, step, {"id": 1}, opendata)
     assert imagery["snapshot_id"] != opendata["snapshot_id"]
+
+
+def test_a_bbox_subset_audits_only_the_shards_it_touches(audited: Audited) -> None:
+    ctx = audited.ctx
+    aoi, _, _ = _first_run(audited)
+    step = audited.summary["runs"][-1]["step"]  # step 2: changes are compared too
+    with Session(ctx.engine) as s:
+        full = repo.get_run(s, audited.summary["runs"][-1]["run_id"])
+        full_shards = full.shards_total
+    from pipeline.aois import get_aoi_config
+    from pipeline.tiles import lnglat_bounds
+
+    config = get_aoi_config(ctx, aoi)
+    shard, tiles = next(iter(config.shards().items()))
+    w, s_, e, n = lnglat_bounds(tiles[0])
+    inner = [w + (e - w) * 0.4, s_ + (n - s_) * 0.4, w + (e - w) * 0.6, s_ + (n - s_) * 0.6]
+    imagery = fetch_imagery_step(ctx, aoi, step)
+    opendata = fetch_opendata_step(ctx, aoi, step)
+    plan = plan_step(ctx, aoi, step, imagery, opendata, bbox=inner)
+    assert plan["shard_ids"] == [shard.id] and full_shards > 1
+    for shard_id in plan["shard_ids"]:
+        shard_step(ctx, plan["run_id"], shard_id)
+    publish_step(ctx, plan)
+    with Session(ctx.engine) as s:
+        run = repo.get_run(s, plan["run_id"])
+        assert run.status == "succeeded" and run.params["bbox"] == inner
+        tiles_scored = repo.tile_scores_frame(s, run.id)
+        findings = repo.findings_frame(s, run.id)
+        changes = repo.changes_frame(s, run.id)
+    area = tiles_scored.union_all().buffer(1e-6)
+    assert set(tiles_scored["shard_id"]) == {shard.id}
+    assert findings.geometry.representative_point().within(area).all()
+    imagery_changes = changes[changes["kind"].isin(["appeared", "disappeared"])]
+    assert imagery_changes.geometry.representative_point().within(area.buffer(1e-4)).all()
+    # the same subset again is the same run; another subset is a new one
+    again = plan_step(ctx, aoi, step, imagery, opendata, bbox=inner)
+    assert again["reused"] and again["run_id"] == plan["run_id"]
+
+
+@pytest.mark.parametrize(
+    "bbox,message",
+    [
+        ([1, 2, 3], "4 numbers"),
+        ([10, 50, 9, 51], "west < east"),
+        ([100.0, 10.0, 100.1, 10.1], "does not intersect AOI"),
+    ],
+)
+def test_a_bad_bbox_is_refused_before_a_run_starts(audited: Audited, bbox, message) -> None:
+    ctx = audited.ctx
+    aoi, step, _ = _first_run(audited)
+    imagery = fetch_imagery_step(ctx, aoi, step)
+    opendata = fetch_opendata_step(ctx, aoi, step)
+    with Session(ctx.engine) as s:
+        before = len(s.scalars(select(Run)).all())
+    with pytest.raises(ConfigError, match=message):
+        plan_step(ctx, aoi, step, imagery, opendata, bbox=bbox)
+    with Session(ctx.engine) as s:
+        assert len(s.scalars(select(Run)).all()) == before
