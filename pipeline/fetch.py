@@ -71,8 +71,16 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
     with Session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, config.name).id
     shards = config.shards()
+    # the mosaics depend on the source and on the shard layout: a new layout re-fetches
+    layout = json.dumps(
+        {
+            "work_zoom": config.work_zoom,
+            "shard_zoom": config.shard_zoom,
+            "shards": sorted(shard.id for shard in shards),
+        }
+    )
     with open_imagery(config.imagery, step=step, base_dir=config.base_dir) as source:
-        fingerprint = source.fingerprint()
+        fingerprint = hashlib.sha256(f"{source.fingerprint()}|{layout}".encode()).hexdigest()
         reused = _reusable(ctx, aoi_id, "imagery", step, fingerprint)
         if reused:
             log.info("imagery unchanged, snapshot reused", extra={"aoi": config.name, "step": step})

@@ -111,6 +111,17 @@ def test_fetch_reuses_an_unchanged_source(ctx, good_aoi: Path) -> None:  # noqa:
     assert fetch_opendata(ctx, config, STEP).reused
 
 
+def test_a_new_shard_layout_fetches_the_imagery_again(ctx, good_aoi: Path) -> None:  # noqa: ANN001
+    config = register_aoi(ctx, get_aoi_config(ctx, "tiny").model_copy(update={"shard_zoom": 16}))
+    ref = fetch_imagery(ctx, config, STEP)
+    assert not ref.reused
+    with Session(ctx.engine) as s:
+        shards = set(dict(s.get(Snapshot, ref.id).meta)["shards"])
+    assert shards == {shard.id for shard in config.shards()}
+    assert all(sid.startswith("16-") for sid in shards)
+    assert fetch_opendata(ctx, config, STEP).reused  # the open data does not depend on it
+
+
 @pytest.mark.parametrize(
     ("spoil", "error", "match"),
     [
