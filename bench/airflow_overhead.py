@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import uuid
@@ -54,6 +55,11 @@ def main() -> None:
     parser.add_argument("--shard-zooms", type=int, nargs="+", default=[16, 15])
     parser.add_argument("--executors", nargs="+", default=["LocalExecutor", "CeleryExecutor"])
     args = parser.parse_args()
+    # stop the deployments (finally blocks) on SIGTERM too, not only on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    import redis
+
+    redis.Redis(db=12).flushdb()  # no task of an earlier deployment may linger
 
     from pipeline.aois import register_aoi
     from pipeline.context import open_context
@@ -71,7 +77,8 @@ def main() -> None:
     step = info.steps[0]
     print(f"sample {args.size_m:.0f} m, {len(config.tiles())} tiles; logs under {work}")
     print(
-        f"{'executor':<16}{'shard z':>8}{'shards':>8}{'run s':>8}{'stages s':>10}{'overhead':>10}"
+        f"{'executor':<16}{'shard z':>8}{'shards':>8}{'run s':>8}{'stages s':>10}"
+        f"{'overhead':>10}{'tasks s':>9}{'per task':>10}"
     )
 
     for executor in args.executors:
@@ -105,11 +112,11 @@ def main() -> None:
                             *("celery", "worker", "--queues", "default", "--concurrency", "1"),
                             *("--celery-hostname", f"{name}@%h"),
                             GEOAUDIT_TEST_WORKER=name,
-                            AIRFLOW__CELERY__WORKER_LOG_SERVER_PORT=str(free_port()),
+                            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
                         )
                 api = Api(f"http://127.0.0.1:{port}", "bench", dep)
                 run_id = f"bench-{executor}-{zoom}"
-                state, wall, _ = api.trigger_and_wait(
+                state, wall, tis = api.trigger_and_wait(
                     f"audit__{config.name}",
                     run_id,
                     {"step": step, "force": True, "repredict": True},
@@ -120,9 +127,13 @@ def main() -> None:
                 run = repo.run_by_external_id(s, run_id)
                 stages = sum(float(v["seconds"]) for v in (run.stage_seconds or {}).values())
             share = (wall - stages) / wall
+            # time inside task instances, and what each task costs beyond engine work
+            task_s = sum(float(ti.get("duration") or 0.0) for ti in tis)
+            ran = [ti for ti in tis if ti.get("duration")]
+            per_task = (task_s - stages) / max(len(ran), 1)
             print(
                 f"{executor:<16}{zoom:>8}{n_shards:>8}{wall:>8.1f}{stages:>10.1f}"
-                f"{share:>10.0%}  ({state})"
+                f"{share:>10.0%}{task_s:>9.1f}{per_task:>9.1f}s  ({state})"
             )
 
 

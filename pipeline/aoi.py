@@ -181,6 +181,8 @@ class AoiConfig(BaseModel):
     def to_yaml(self) -> str:
         """YAML text of this configuration (sources as given)."""
         data = self.model_dump(mode="json", exclude_none=True, exclude={"base_dir"})
+        if self.schedule is None:  # "no schedule" must survive (the default is @weekly)
+            data["schedule"] = None
         return yaml.safe_dump(data, sort_keys=False)
 
     def with_absolute_paths(self) -> AoiConfig:

@@ -122,3 +122,12 @@ def test_yaml_tags_cannot_run_code(tmp_path: Path) -> None:
 
 def test_check_step_accepts_iso_dates() -> None:
     assert check_step("2026-06-01") == "2026-06-01"
+
+
+def test_yaml_round_trip_keeps_no_schedule_and_settings(tmp_path: Path) -> None:
+    config = parse_aoi({**VALID, "schedule": None, "shard_zoom": 17})
+    path = tmp_path / "again.yaml"
+    path.write_text(config.to_yaml(), encoding="utf-8")
+    again = load_aoi(path)
+    assert again.schedule is None and again.shard_zoom == 17
+    assert parse_aoi(VALID).schedule == "@weekly"  # the default when the key is absent

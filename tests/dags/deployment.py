@@ -45,7 +45,10 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": executor,
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        # one task per core, one thread per task: OpenMP threads of concurrent tasks
+        # spinning on the same cores made prediction ~50x slower in the overhead bench
+        "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
+        "OMP_NUM_THREADS": "1",
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_name.hostname",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

@@ -64,7 +64,7 @@ def deployment(tmp_path_factory, _pg_server) -> Iterator[tuple[Deployment, dict]
             *("celery", "worker", "--queues", "default", "--concurrency", "1"),
             *("--celery-hostname", f"{name}@%h"),
             GEOAUDIT_TEST_WORKER=name,
-            AIRFLOW__CELERY__WORKER_LOG_SERVER_PORT=str(free_port()),
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
         )
     facts = {
         "base": f"http://127.0.0.1:{port}",
