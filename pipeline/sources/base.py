@@ -137,10 +137,22 @@ def register_vector(kind: str) -> Callable[[_V], _V]:
     return deco
 
 
+def load_builtin_sources() -> None:
+    """Import (and so register) the built-in kinds: geotiff, xyz, vector.
+
+    Deferred to the first open so that reading AOI files (e.g. while a scheduler
+    parses DAGs) does not import rasterio, rio-tiler and geopandas.
+    """
+    import pipeline.sources.geotiff  # noqa: F401
+    import pipeline.sources.vector  # noqa: F401
+    import pipeline.sources.xyz  # noqa: F401
+
+
 def open_imagery(
     spec: GeoTiffSpec | XyzSpec, *, step: str | None = None, base_dir: Path | None = None
 ) -> ImagerySource:
     """Open the imagery source described by ``spec`` for time step ``step``."""
+    load_builtin_sources()
     try:
         cls = IMAGERY_SOURCES[spec.kind]
     except KeyError:
@@ -155,6 +167,7 @@ def open_vector(
     spec: VectorSpec, *, step: str | None = None, base_dir: Path | None = None
 ) -> VectorSource:
     """Open the open-data source described by ``spec`` for time step ``step``."""
+    load_builtin_sources()
     try:
         cls = VECTOR_SOURCES[spec.kind]
     except KeyError:
