@@ -89,6 +89,7 @@ class Deployment:
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env, self.logs = env, logs
         self.procs: dict[str, subprocess.Popen] = {}
+        self.repeated_signal = False
 
     def start(self, name: str, *args: str, **extra_env: str) -> None:
         """Start ``airflow <args>`` as component ``name`` (log in ``logs/<name>.log``)."""
@@ -109,19 +110,28 @@ class Deployment:
                 raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM every component (warm shutdown), SIGKILL what is left after 60 s."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                codes[name] = proc.wait()
-        return codes
+        """SIGTERM every component (warm shutdown); SIGTERM again what still runs after
+        30 s, SIGKILL what is left 30 s later. Exit codes by component.
+
+        The second SIGTERM is for Airflow 3.3's dag-processor: its handler calls
+        ``sys.exit`` and, when the signal lands inside logging's lock release, Python
+        prints "Exception ignored in _releaseLock" and the process keeps running.
+        """
+        for attempt, sig in enumerate((signal.SIGTERM, signal.SIGTERM, signal.SIGKILL)):
+            running = [p for p in self.procs.values() if p.poll() is None]
+            if not running:
+                break
+            if attempt:
+                self.repeated_signal = True
+            for proc in running:
+                os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + 30
+            for proc in running:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        return {name: proc.wait() for name, proc in self.procs.items()}
 
 
 def wait_for(what: str, check, timeout: float, deployment: Deployment, every: float = 2.0):
