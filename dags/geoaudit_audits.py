@@ -43,19 +43,13 @@ def _context():
 
 def _record_failure(context: dict[str, Any]) -> None:
     """DAG failure callback: mark the GeoAudit run of this DAG run failed, with the reason."""
-    from sqlalchemy.orm import Session
+    from pipeline.orchestrate import record_failure_of
 
-    from pipeline.db import repo
-    from pipeline.orchestrate import record_failure
-
-    ctx = _context()
     dag_run = context["dag_run"]
-    with Session(ctx.engine) as s:
-        run = repo.run_by_external_id(s, dag_run.run_id)
-        run_id = run.id if run is not None else None
-    if run_id is not None:
-        reason = context.get("reason") or "Airflow task failed"
-        record_failure(ctx, run_id, f"airflow {dag_run.dag_id}/{dag_run.run_id}: {reason}")
+    reason = context.get("reason") or "Airflow task failed"
+    record_failure_of(
+        _context(), dag_run.run_id, f"airflow {dag_run.dag_id}/{dag_run.run_id}: {reason}"
+    )
 
 
 def _step_of(params: dict[str, Any], context: dict[str, Any]) -> str:

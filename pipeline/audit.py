@@ -129,8 +129,8 @@ def start_audit(
     """
     mv_id = resolve_model_version(ctx, config, model_version_id)
     if bbox is not None:
-        bbox = [float(v) for v in bbox] if len(bbox) == 4 else bbox
-        shard_ids = shards_in_bbox(config, bbox)
+        shard_ids = shards_in_bbox(config, bbox)  # validates bbox
+        bbox = [float(v) for v in bbox]
     else:
         shard_ids = [shard.id for shard in config.shards()]
     with Session(ctx.engine) as s, s.begin():

@@ -144,6 +144,17 @@ def publish_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def record_failure_of(ctx: Context, external_id: str, reason: str) -> int | None:
+    """:func:`record_failure` for the run a scheduler started as ``external_id`` (e.g. an
+    Airflow run id); the run's id, or None when that scheduler run made no GeoAudit run."""
+    with Session(ctx.engine) as s:
+        run = repo.run_by_external_id(s, external_id)
+        run_id = run.id if run is not None else None
+    if run_id is not None:
+        record_failure(ctx, run_id, reason)
+    return run_id
+
+
 def record_failure(ctx: Context, run_id: int, reason: str) -> None:
     """Mark a run failed with ``reason`` unless it already finished (idempotent)."""
     with Session(ctx.engine) as s:

@@ -37,6 +37,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "IMAGERY_SOURCES",
     "VECTOR_SOURCES",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -127,10 +128,8 @@ class Deployment:
                 os.killpg(proc.pid, sig)
             deadline = time.monotonic() + 30
             for proc in running:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
         return {name: proc.wait() for name, proc in self.procs.items()}
 
 
