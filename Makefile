@@ -4,17 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install install-test install-airflow airflow lint bench clean help
+.PHONY: demo test install install-test install-airflow install-dashboard airflow dashboard browser lint bench clean help
 
 GEOAUDIT_HOME ?= $(HOME)/.geoaudit
 AIRFLOW_HOME  ?= $(GEOAUDIT_HOME)/airflow
 AIRFLOW_PORT  ?= 8080
+DASHBOARD_PORT ?= 8501
+CHROMIUM      ?= /usr/bin/chromium
 
 help:
 	@echo "make demo   - create .venv, install, run a full audit of the sample AOI"
 	@echo "make test   - create .venv, install test extras, run the test suite"
 	@echo "make bench  - per-stage throughput and the shard-vs-per-tile-file ratio"
 	@echo "make airflow - Airflow standalone with GeoAudit's DAGs (after make demo: audit__sample-town)"
+	@echo "make dashboard - the Streamlit dashboard on the demo's data (after make demo)"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -25,8 +28,20 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install --quiet --disable-pip-version-check -e '.[test,airflow]'
+	$(PIP) install --quiet --disable-pip-version-check -e '.[test,airflow,dashboard]'
 	@touch $@
+
+$(VENV)/.installed-dashboard: $(VENV)/.installed
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dashboard]'
+	@touch $@
+
+# Debian's Chromium for the dashboard's browser test (the test itself installs nothing).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { \
+	    echo "$(CHROMIUM) missing: install Debian's chromium package (apt-get install chromium)"; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }
 
 $(VENV)/.installed-airflow: $(VENV)/.installed
 	$(PIP) install --quiet --disable-pip-version-check -e '.[airflow]'
@@ -35,12 +50,13 @@ $(VENV)/.installed-airflow: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-airflow: $(VENV)/.installed-airflow
+install-dashboard: $(VENV)/.installed-dashboard
 
 demo: install
 	$(BIN)/geoaudit demo
 
-test: install-test
-	$(BIN)/python -m pytest
+test: install-test browser
+	GEOAUDIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 # Airflow 3 standalone (SQLite metadata under $(AIRFLOW_HOME)) with this project's DAGs.
 airflow: install-airflow
@@ -56,8 +72,14 @@ airflow: install-airflow
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$(AIRFLOW_HOME)/passwords.json" \
 	$(BIN)/airflow standalone
 
+# The dashboard on $(GEOAUDIT_HOME) (the demo's database and artifacts by default).
+dashboard: install-dashboard
+	@echo "GeoAudit dashboard: http://localhost:$(DASHBOARD_PORT)  (data: $(GEOAUDIT_HOME))"
+	GEOAUDIT_HOME="$(GEOAUDIT_HOME)" $(BIN)/streamlit run dashboard/app.py \
+	  --server.port $(DASHBOARD_PORT) --server.headless true --browser.gatherUsageStats false
+
 lint: install-test
-	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff check pipeline dashboard dags tests bench
 
 bench: install
 	$(PIP) install --quiet --disable-pip-version-check -e '.[bench]'

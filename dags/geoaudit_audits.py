@@ -15,6 +15,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from pipeline.airflow_api import (
+    audit_dag_id,
+    results_asset_uri,
+    retrain_dag_id,
+    reviews_asset_uri,
+)
 from pipeline.aoi import AoiConfig, scan_aoi_folder
 from pipeline.settings import load_settings
 
@@ -27,12 +33,12 @@ STEP_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 def results_asset(aoi: str) -> Asset:
     """Updated when an audit of ``aoi`` publishes results."""
-    return Asset(f"geoaudit://aoi/{aoi}/results")
+    return Asset(results_asset_uri(aoi))
 
 
 def reviews_asset(aoi: str) -> Asset:
     """Updated when reviewers give verdicts on ``aoi`` (the dashboard's review step)."""
-    return Asset(f"geoaudit://aoi/{aoi}/reviews")
+    return Asset(reviews_asset_uri(aoi))
 
 
 def _context():
@@ -67,7 +73,7 @@ def build_audit_dag(config: AoiConfig):
     name = config.name
 
     @dag(
-        dag_id=f"audit__{name}",
+        dag_id=audit_dag_id(name),
         schedule=config.schedule,
         start_date=START,
         catchup=False,
@@ -188,7 +194,7 @@ def build_retrain_dag(config: AoiConfig):
     name = config.name
 
     @dag(
-        dag_id=f"retrain__{name}",
+        dag_id=retrain_dag_id(name),
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 3 1 * *", timezone="UTC"),
             assets=[reviews_asset(name)],
@@ -241,8 +247,8 @@ def build_all() -> dict[str, Any]:
     configs, _ = scan_aoi_folder(settings.resolved_aoi_dir, max_km2=settings.max_aoi_km2)
     dags = {}
     for config in configs:
-        dags[f"audit__{config.name}"] = build_audit_dag(config)
-        dags[f"retrain__{config.name}"] = build_retrain_dag(config)
+        dags[audit_dag_id(config.name)] = build_audit_dag(config)
+        dags[retrain_dag_id(config.name)] = build_retrain_dag(config)
     return dags
 
 

@@ -257,11 +257,8 @@ def load_aoi(path: Path, *, max_km2: float | None = None) -> AoiConfig:
     return parse_aoi(data, source=str(path), base_dir=path.resolve().parent, max_km2=max_km2)
 
 
-def shards_in_bbox(config: AoiConfig, bbox: Sequence[float]) -> list[str]:
-    """Ids of the AOI's shards with a tile intersecting ``bbox`` (WGS84 west, south,
-    east, north); ConfigError when ``bbox`` is malformed or misses the AOI."""
-    from pipeline.tiles import lnglat_bounds
-
+def check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    """``bbox`` as ``(west, south, east, north)`` degrees; ConfigError when malformed."""
     try:
         west, south, east, north = (float(v) for v in bbox)
     except (TypeError, ValueError) as exc:
@@ -273,7 +270,15 @@ def shards_in_bbox(config: AoiConfig, bbox: Sequence[float]) -> list[str]:
             f"bbox must be [west, south, east, north] in degrees with west < east and "
             f"south < north, got {list(bbox)}"
         )
-    area = box(west, south, east, north)
+    return (west, south, east, north)
+
+
+def shards_in_bbox(config: AoiConfig, bbox: Sequence[float]) -> list[str]:
+    """Ids of the AOI's shards with a tile intersecting ``bbox`` (WGS84 west, south,
+    east, north); ConfigError when ``bbox`` is malformed or misses the AOI."""
+    from pipeline.tiles import lnglat_bounds
+
+    area = box(*check_bbox(bbox))
     ids = [
         shard.id
         for shard, tiles in config.shards().items()

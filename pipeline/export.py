@@ -5,42 +5,27 @@ data only, grey = both) for reviewing flagged tiles in any image viewer.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
+import geopandas as gpd
+import pandas as pd
 from PIL import Image
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.mosaic import read_mosaic
-from pipeline.predictions import prediction_key
-from pipeline.shard_stage import labels_key, load_run_inputs
-from pipeline.tiles import TILE_SIZE, Shard, Tile, block_of, parent
+from pipeline.shard_stage import load_run_inputs
+from pipeline.tile_view import composite, cut_tile, shard_layers, shard_of
+from pipeline.tiles import Shard, Tile
 
-PINK = np.array([255, 0, 255], dtype=np.float32)
-GREEN = np.array([0, 200, 0], dtype=np.float32)
-GREY = np.array([160, 160, 160], dtype=np.float32)
+__all__ = ["ExportResult", "composite", "export_run", "geojson_bytes", "csv_bytes"]
+
 VectorFormat = Literal["geojson", "gpkg"]
-
-
-def composite(
-    image: np.ndarray, label: np.ndarray, pred: np.ndarray, *, alpha: float = 0.55
-) -> np.ndarray:
-    """Blend the agreement layer over the imagery: ``out = (1 - a) * rgb + a * colour``.
-
-    ``image`` is ``(3, H, W) uint8``; ``label`` and ``pred`` are boolean ``(H, W)``.
-    Pink marks prediction only, green open data only, grey both; elsewhere the
-    imagery is shown unchanged. Returns ``(H, W, 3) uint8``.
-    """
-    rgb = np.moveaxis(image[:3], 0, -1).astype(np.float32)
-    out = rgb.copy()
-    for colour, where in ((PINK, pred & ~label), (GREEN, label & ~pred), (GREY, label & pred)):
-        out[where] = (1 - alpha) * rgb[where] + alpha * colour
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -90,11 +75,35 @@ def export_run(
     return ExportResult(findings=findings_path, changes=changes_path, composites=pngs)
 
 
-def _write_vector(frame, path: Path, driver: str, *, layer: str) -> None:  # noqa: ANN001
+def _flat(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Copy with JSON columns as text and timestamps as ISO text (what every format holds)."""
     frame = frame.copy()
     for column in frame.columns:
-        if column != "geometry" and frame[column].map(lambda v: isinstance(v, dict | list)).any():
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+        if column == frame.geometry.name:
+            continue
+        values = frame[column]
+        if values.map(lambda v: isinstance(v, dict | list)).any():
+            frame[column] = values.map(lambda v: None if v is None else json.dumps(v))
+        elif values.map(lambda v: isinstance(v, dt.datetime | pd.Timestamp)).any():
+            frame[column] = values.map(lambda v: None if pd.isna(v) else v.isoformat())
+    return frame
+
+
+def geojson_bytes(frame: gpd.GeoDataFrame) -> bytes:
+    """A GeoDataFrame (EPSG:4326) as a GeoJSON FeatureCollection, for downloads."""
+    return _flat(frame).to_json(drop_id=True).encode("utf-8")
+
+
+def csv_bytes(frame: gpd.GeoDataFrame) -> bytes:
+    """A GeoDataFrame as CSV with the geometry as WKT (column ``geometry``), for downloads."""
+    flat = _flat(frame)
+    table = pd.DataFrame(flat.drop(columns=flat.geometry.name))
+    table["geometry"] = flat.geometry.to_wkt()
+    return table.to_csv(index=False).encode("utf-8")
+
+
+def _write_vector(frame: gpd.GeoDataFrame, path: Path, driver: str, *, layer: str) -> None:
+    frame = _flat(frame)
     path.unlink(missing_ok=True)
     if driver == "GPKG":
         frame.to_file(path, driver=driver, layer=layer)
@@ -105,34 +114,19 @@ def _write_vector(frame, path: Path, driver: str, *, layer: str) -> None:  # noq
 def write_composites(ctx: Context, run_id: int, tiles: list[Tile], out_dir: Path) -> list[Path]:
     """One ``z/x/y.png`` composite per tile, read from the run's shard mosaics."""
     inputs = load_run_inputs(ctx, run_id)
-    config = inputs.aoi
     by_shard: dict[Shard, list[Tile]] = {}
     for tile in tiles:
-        by_shard.setdefault(Shard(parent(tile, config.shard_zoom), config.work_zoom), []).append(
-            tile
-        )
+        by_shard.setdefault(shard_of(inputs, tile), []).append(tile)
     written: list[Path] = []
     for shard, shard_tiles in tqdm(
         by_shard.items(), desc="composites", unit="shard", disable=not ctx.progress
     ):
-        meta = inputs.imagery_meta["shards"].get(shard.id)
-        if meta is None:
+        layers = shard_layers(ctx, inputs, shard)
+        if layers is None:
             continue
-        with ctx.store.readable_path(meta["key"]) as p:
-            image, _ = read_mosaic(p)
-        with ctx.store.readable_path(labels_key(config.name, inputs.opendata_hash, shard.id)) as p:
-            label = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) > 0
-        pkey = prediction_key(config.name, inputs.model_version_id, meta["hash"], shard.id)
-        with ctx.store.readable_path(pkey) as p:
-            pred = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) >= 128
         for tile in shard_tiles:
-            row, col = block_of(tile, shard)
-            sl = np.s_[
-                row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE
-            ]
-            png = composite(image[(slice(None), *sl)], label[sl], pred[sl])
             path = out_dir / str(tile.z) / str(tile.x) / f"{tile.y}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(png).save(path)
+            Image.fromarray(cut_tile(layers, shard, tile).composite).save(path)
             written.append(path)
     return written

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     )
     allow_hub: bool = Field(default=False, description="Download pretrained weights if reachable.")
     max_aoi_km2: float = Field(default=500.0, gt=0, description="Largest AOI accepted.")
+    # the dashboard
+    airflow_url: str = Field(
+        default="http://localhost:8080", description="Airflow api-server the dashboard triggers."
+    )
+    airflow_username: str | None = Field(default=None, description="Airflow user for the REST API.")
+    airflow_password: SecretStr | None = Field(default=None, description="Its password.")
+    basemap_url: str | None = Field(
+        default=None, description="XYZ tile URL template of an optional map basemap."
+    )
+    review_password: SecretStr | None = Field(
+        default=None,
+        description="Shared password reviewers enter (when no OIDC login is configured).",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -1,0 +1,156 @@
+"""pydeck maps that work offline: no basemap unless one is configured, the AOI's own
+imagery as the backdrop, tiles (or cells) coloured by error, findings and changes as
+polygons."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+
+import geopandas as gpd
+import mercantile
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+
+from pipeline.export import geojson_bytes
+
+# colours (RGBA) of the map layers and their legend
+FINDING_COLOURS: dict[str, list[int]] = {
+    "missing_in_opendata": [255, 0, 255, 170],
+    "unsupported_by_imagery": [0, 200, 0, 170],
+    "misaligned": [255, 165, 0, 170],
+}
+CHANGE_COLOURS: dict[str, list[int]] = {
+    "appeared": [0, 220, 255, 150],
+    "disappeared": [255, 60, 60, 150],
+    "stale_opendata": [255, 140, 0, 170],
+    "added": [120, 120, 255, 150],
+    "removed": [140, 70, 20, 150],
+}
+OTHER = [200, 200, 200, 150]
+HOTSPOT_LINE = [255, 255, 0, 255]
+
+
+def error_colour(qod: float | None) -> list[int]:
+    """Green (QoD 100) through yellow to red (QoD 0), semi-transparent; grey without a score."""
+    if qod is None or not np.isfinite(qod):
+        return [128, 128, 128, 60]
+    err = float(np.clip(1.0 - qod / 100.0, 0.0, 1.0))
+    if err < 0.5:
+        r, g = int(510 * err), 200
+    else:
+        r, g = 255, int(200 * (1.0 - (err - 0.5) * 2))
+    return [r, g, 0, 90]
+
+
+def cells_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
+    """Tiles or aggregated cells (``cell_x``, ``cell_y`` at ``zoom``) coloured by error."""
+    records = []
+    for row in cells.itertuples(index=False):
+        b = mercantile.bounds(int(row.cell_x), int(row.cell_y), zoom)
+        records.append(
+            {
+                "polygon": [
+                    [b.west, b.south],
+                    [b.east, b.south],
+                    [b.east, b.north],
+                    [b.west, b.north],
+                ],
+                "fill": error_colour(None if pd.isna(row.qod) else float(row.qod)),
+                "cell": f"{zoom}/{int(row.cell_x)}/{int(row.cell_y)}",
+                "qod": None if pd.isna(row.qod) else round(float(row.qod), 1),
+                "n_tiles": int(row.n_tiles),
+                "n_findings": int(row.n_findings or 0),
+                "n_flagged": int(row.n_flagged or 0),
+            }
+        )
+    return pdk.Layer(
+        "PolygonLayer",
+        records,
+        id="tiles",
+        get_polygon="polygon",
+        get_fill_color="fill",
+        get_line_color=[40, 40, 40, 120],
+        line_width_min_pixels=1,
+        pickable=True,
+    )
+
+
+def vector_layer(
+    frame: gpd.GeoDataFrame, colours: dict[str, list[int]], *, layer_id: str
+) -> pdk.Layer:
+    """Polygons of findings or changes, filled by ``kind``."""
+    keep = [c for c in ("kind", "feature_id", "area_m2", "confidence", "geometry") if c in frame]
+    collection = json.loads(geojson_bytes(frame[keep]))
+    for feature in collection["features"]:
+        feature["properties"]["fill"] = colours.get(feature["properties"].get("kind"), OTHER)
+    return pdk.Layer(
+        "GeoJsonLayer",
+        collection,
+        id=layer_id,
+        get_fill_color="properties.fill",
+        get_line_color=[20, 20, 20, 220],
+        line_width_min_pixels=1,
+        pickable=True,
+    )
+
+
+def hotspot_layer(hotspots: gpd.GeoDataFrame) -> pdk.Layer:
+    """Outlines of the ranked hotspot cells."""
+    keep = [c for c in ("rank", "gi_star", "n_findings", "geometry") if c in hotspots]
+    return pdk.Layer(
+        "GeoJsonLayer",
+        json.loads(geojson_bytes(hotspots[keep])),
+        id="hotspots",
+        filled=False,
+        get_line_color=HOTSPOT_LINE,
+        line_width_min_pixels=3,
+        pickable=True,
+    )
+
+
+def imagery_layers(previews: Sequence[tuple[Sequence[float], bytes]]) -> list[pdk.Layer]:
+    """One BitmapLayer per shard preview PNG (the imagery under the other layers)."""
+    return [
+        pdk.Layer(
+            "BitmapLayer",
+            id=f"imagery-{i}",
+            # a plain string, not a pydeck expression
+            image=pdk.types.String(
+                "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            ),
+            bounds=list(bounds),
+            opacity=1.0,
+        )
+        for i, (bounds, png) in enumerate(previews)
+    ]
+
+
+def basemap_style(url: str) -> dict:
+    """A MapLibre style of one raster XYZ source (``{z}/{x}/{y}`` in ``url``)."""
+    return {
+        "version": 8,
+        "sources": {"basemap": {"type": "raster", "tiles": [url], "tileSize": 256}},
+        "layers": [{"id": "basemap", "type": "raster", "source": "basemap"}],
+    }
+
+
+def deck(
+    layers: list[pdk.Layer],
+    bounds: Sequence[float],
+    *,
+    basemap_url: str | None = None,
+) -> pdk.Deck:
+    """A deck framed on lon/lat ``bounds``; no basemap (works offline) unless configured."""
+    west, south, east, north = bounds
+    view = pdk.data_utils.compute_view([[west, south], [east, north]])
+    view.zoom = float(min(view.zoom + 0.6, 20))
+    return pdk.Deck(
+        layers=layers,
+        initial_view_state=view,
+        map_provider=None if basemap_url is None else "carto",
+        map_style=None if basemap_url is None else basemap_style(basemap_url),
+        tooltip={"html": "{cell}{kind}{rank} {qod} {n_findings} {area_m2}"},
+    )

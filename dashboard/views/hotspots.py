@@ -1,0 +1,106 @@
+"""Hotspots map: tiles (or cells) coloured by error, findings, changes and hotspot cells
+over the AOI's own imagery; no internet needed."""
+
+import math
+
+import streamlit as st
+
+from dashboard import data, maps
+from dashboard.widgets import downloads, pick_aoi, pick_step
+
+MAX_CELLS = 4000  # above this, tiles are aggregated into cells of 2^k x 2^k tiles
+
+st.title("Hotspots map")
+aoi = pick_aoi()
+if aoi is None:
+    st.stop()
+picked = pick_step(int(aoi["aoi_id"]))
+if picked is None:
+    st.stop()
+step, run_id = picked
+
+extent = data.q("tile_extent", run_id=run_id).iloc[0]
+n_tiles = int(extent["n_tiles"] or 0)
+if n_tiles == 0:
+    st.info(f"Run {run_id} scored no tiles.")
+    st.stop()
+level = max(0, math.ceil(math.log(n_tiles / MAX_CELLS, 4))) if n_tiles > MAX_CELLS else 0
+cells = data.q("tile_cells", run_id=run_id, factor=2**level)
+cell_zoom = int(extent["z"]) - level
+
+sb = st.sidebar
+sb.markdown("**Layers**")
+show_imagery = sb.toggle("Imagery", value=True, key="layer_imagery")
+show_tiles = sb.toggle(
+    "Tiles by error" if level == 0 else "Cells by error", value=True, key="layer_tiles"
+)
+show_findings = sb.toggle("Findings", value=True, key="layer_findings")
+show_changes = sb.toggle("Changes", value=True, key="layer_changes")
+show_hotspots = sb.toggle("Hotspot cells", value=True, key="layer_hotspots")
+
+findings = data.findings(run_id)
+changes = data.changes(run_id)
+hotspots = data.hotspots(run_id)
+layers = []
+if show_imagery:
+    layers += maps.imagery_layers(data.previews(run_id))
+if show_tiles:
+    layers.append(maps.cells_layer(cells, cell_zoom))
+if show_changes and not changes.empty:
+    layers.append(maps.vector_layer(changes, maps.CHANGE_COLOURS, layer_id="changes"))
+if show_findings and not findings.empty:
+    layers.append(maps.vector_layer(findings, maps.FINDING_COLOURS, layer_id="findings"))
+if show_hotspots and not hotspots.empty:
+    layers.append(maps.hotspot_layer(hotspots))
+
+st.pydeck_chart(
+    maps.deck(layers, data.aoi_bounds(int(aoi["aoi_id"])), basemap_url=data.settings().basemap_url),
+    height=620,
+    key="hotspot_map",
+)
+
+
+def _swatch(rgba: list[int], label: str, *, outline: bool = False) -> str:
+    r, g, b, a = rgba
+    style = (
+        f"border:3px solid rgb({r},{g},{b})"
+        if outline
+        else f"background:rgba({r},{g},{b},{a / 255:.2f})"
+    )
+    return (
+        f"<span style='display:inline-block;width:14px;height:14px;{style};"
+        f"margin:0 6px -2px 12px'></span>{label}"
+    )
+
+
+legend = ["**Legend**"]
+legend.append(
+    "Tiles: " + "".join(_swatch(maps.error_colour(q), f"QoD {q}") for q in (100, 75, 50, 25, 0))
+)
+legend.append("Findings: " + "".join(_swatch(c, k) for k, c in maps.FINDING_COLOURS.items()))
+legend.append("Changes: " + "".join(_swatch(c, k) for k, c in maps.CHANGE_COLOURS.items()))
+legend.append("Hotspots: " + _swatch(maps.HOTSPOT_LINE, "ranked cell (Gi*)", outline=True))
+st.markdown("<br>".join(legend), unsafe_allow_html=True)
+if level:
+    st.caption(f"{n_tiles} tiles shown as {len(cells)} cells of {2**level}×{2**level} tiles.")
+
+left, right = st.columns(2)
+with left:
+    st.markdown(f"**Top hotspots** (step {step})")
+    st.dataframe(
+        hotspots.drop(columns=["geometry", "id", "run_id"], errors="ignore").head(10),
+        hide_index=True,
+        width="stretch",
+    )
+with right:
+    st.markdown(f"**Findings** ({len(findings)})")
+    st.dataframe(
+        findings["kind"].value_counts().rename_axis("kind").reset_index(name="n"),
+        hide_index=True,
+        width="stretch",
+    )
+downloads(
+    findings.drop(columns=["detail"], errors="ignore"),
+    f"findings-{aoi.name}-{step}",
+    key="hs-findings",
+)

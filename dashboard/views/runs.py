@@ -1,0 +1,161 @@
+"""Runs: audit history with status, duration, model and validation results; a form that
+triggers an ad-hoc audit through Airflow's REST API and follows its state."""
+
+import datetime as dt
+
+import streamlit as st
+
+from dashboard import data
+from dashboard.widgets import duration
+from pipeline.airflow_api import AirflowClient, AirflowError, audit_conf, audit_dag_id
+from pipeline.errors import ConfigError
+
+st.title("Runs")
+
+overview = data.q("aoi_overview")
+names = ["(all AOIs)", *overview["aoi"]]
+wanted = st.query_params.get("aoi")
+which = st.sidebar.selectbox(
+    "AOI", names, index=names.index(wanted) if wanted in names else 0, key="runs_aoi"
+)
+aoi_id = None if which == "(all AOIs)" else int(overview.set_index("aoi").loc[which, "aoi_id"])
+
+history = data.q("run_history", aoi_id=aoi_id, limit=500)
+if history.empty:
+    st.info("No run yet.")
+else:
+    history["duration_s"] = duration(history["started_at"], history["finished_at"])
+    history["model"] = (
+        history["model_name"].fillna("")
+        + " v"
+        + history["model_version"].astype("Int64").astype(str)
+    )
+    history["validation"] = history.apply(
+        lambda r: (
+            "–"
+            if r["n_suites"] != r["n_suites"] or r["n_suites"] is None
+            else (
+                "passed"
+                if int(r["n_failed"] or 0) == 0
+                else f"{int(r['n_failed'])} of {int(r['n_suites'])} failed"
+            )
+        ),
+        axis=1,
+    )
+    counts = history["status"].value_counts()
+    c = st.columns(4)
+    for col, status in zip(c, ("succeeded", "failed", "running", "queued"), strict=True):
+        col.metric(status.capitalize(), int(counts.get(status, 0)))
+    st.dataframe(
+        history[
+            [
+                "run_id",
+                "aoi",
+                "step",
+                "status",
+                "trigger",
+                "started_at",
+                "duration_s",
+                "model",
+                "validation",
+                "qod",
+                "n_tiles",
+                "external_id",
+                "error",
+            ]
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "started_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm:ss"),
+            "duration_s": st.column_config.NumberColumn("Duration s", format="%.1f"),
+            "qod": st.column_config.NumberColumn("QoD", format="%.1f"),
+            "external_id": "Airflow run",
+        },
+    )
+    run_pick = st.selectbox("Run details", list(history["run_id"]), key="run_detail")
+    detail = history[history["run_id"] == run_pick].iloc[0]
+    if isinstance(detail["error"], str) and detail["error"]:
+        st.error(f"Run {run_pick} failed: {detail['error']}")
+    checks = data.q("validation_results", run_id=int(run_pick))
+    if checks.empty:
+        st.caption(f"Run {run_pick} has no stored validation results.")
+    else:
+        st.dataframe(checks, hide_index=True, width="stretch")
+
+st.divider()
+st.subheader("Trigger an ad-hoc audit")
+settings = data.settings()
+st.caption(f"Through Airflow's REST API at {settings.airflow_url} (GEOAUDIT_AIRFLOW_URL).")
+with st.form("trigger"):
+    aoi_names = list(overview["aoi"])
+    target = st.selectbox(
+        "AOI",
+        aoi_names,
+        index=aoi_names.index(which) if which in aoi_names else 0,
+        key="trigger_aoi",
+    )
+    step = st.date_input("Time step", value=dt.date.today(), key="trigger_step")
+    bbox_text = st.text_input(
+        "Only shards touching bbox (west south east north, optional)", key="trigger_bbox"
+    )
+    model_version = st.number_input(
+        "Model version id (optional, 0 = production)",
+        min_value=0,
+        value=0,
+        step=1,
+        key="trigger_model",
+    )
+    force = st.checkbox("Force a new run even if nothing changed", key="trigger_force")
+    repredict = st.checkbox("Ignore the prediction cache", key="trigger_repredict")
+    submitted = st.form_submit_button("Trigger audit", type="primary", disabled=not aoi_names)
+
+if submitted:
+    try:
+        bbox = (
+            [float(v) for v in bbox_text.replace(",", " ").split()] if bbox_text.strip() else None
+        )
+        conf = audit_conf(
+            step.isoformat(),
+            bbox=bbox,
+            model_version=int(model_version) or None,
+            force=force,
+            repredict=repredict,
+        )
+    except (ConfigError, ValueError) as exc:
+        st.error(f"Not triggered: {exc}")
+    else:
+        password = (
+            settings.airflow_password.get_secret_value() if settings.airflow_password else None
+        )
+        try:
+            with AirflowClient(settings.airflow_url, settings.airflow_username, password) as client:
+                run = client.trigger(audit_dag_id(target), conf)
+        except AirflowError as exc:
+            st.error(f"Not triggered: {exc}")
+        else:
+            st.session_state["triggered"] = (run.dag_id, run.run_id)
+            st.success(f"Triggered {run.dag_id} run {run.run_id} with {conf}.")
+
+
+@st.fragment(run_every=dt.timedelta(seconds=5))
+def live_status() -> None:
+    """State of the run triggered from this page, refreshed every 5 s until it ends."""
+    dag_id, run_id = st.session_state["triggered"]
+    password = settings.airflow_password.get_secret_value() if settings.airflow_password else None
+    try:
+        with AirflowClient(settings.airflow_url, settings.airflow_username, password) as client:
+            run = client.dag_run(dag_id, run_id)
+    except AirflowError as exc:
+        st.warning(f"State of {run_id} unknown: {exc}")
+        return
+    icon = {"success": "✅", "failed": "❌"}.get(run.state, "⏳")
+    st.markdown(
+        f"{icon} **{dag_id}** run `{run_id}`: **{run.state}** (started {run.start_date or '–'})"
+    )
+    if run.finished:
+        data.query.clear()
+
+
+if "triggered" in st.session_state:
+    live_status()

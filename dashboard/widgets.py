@@ -1,0 +1,100 @@
+"""Controls and formatting shared by the pages."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import pandas as pd
+import streamlit as st
+
+from dashboard import data
+from pipeline.export import csv_bytes, geojson_bytes
+from pipeline.tiles import Tile
+
+QOD_HELP = "Quality of Data (RoboSat.pink), 0-100: how well open data and imagery agree."
+
+
+def pick_aoi(*, key: str = "aoi") -> pd.Series | None:
+    """AOI selector (default: ``?aoi=`` in the URL, then the last one picked); its overview row.
+
+    Shows a hint and returns None when no AOI has been registered yet.
+    """
+    overview = data.q("aoi_overview")
+    if overview.empty:
+        st.info(
+            "No AOI yet. Run `make demo` (or `geoaudit aoi add` and `geoaudit audit`) first; "
+            f"this dashboard reads `{_shown_url()}`."
+        )
+        return None
+    names = list(overview["aoi"])
+    wanted = st.query_params.get("aoi") or st.session_state.get("aoi_name")
+    index = names.index(wanted) if wanted in names else 0
+    name = st.sidebar.selectbox("AOI", names, index=index, key=key)
+    st.session_state["aoi_name"] = name
+    if st.query_params.get("aoi") != name:
+        st.query_params["aoi"] = name
+    return overview.set_index("aoi").loc[name].rename(name)
+
+
+def pick_step(
+    aoi_id: int, *, label: str = "Time step", key: str = "step"
+) -> tuple[str, int] | None:
+    """Audited step of an AOI (newest first) and the run that stands for it."""
+    steps = data.q("audited_steps", aoi_id=aoi_id)
+    if steps.empty:
+        st.info("This AOI has no finished audit yet.")
+        return None
+    options = list(steps["step"])
+    wanted = st.query_params.get("step")
+    index = options.index(wanted) if wanted in options else 0
+    step = st.sidebar.selectbox(label, options, index=index, key=key)
+    run_id = int(steps.loc[steps["step"] == step, "run_id"].iloc[0])
+    return step, run_id
+
+
+def downloads(frame: gpd.GeoDataFrame, name: str, *, key: str) -> None:
+    """GeoJSON and CSV download buttons for a frame of findings or changes."""
+    left, right = st.columns(2)
+    left.download_button(
+        "Download GeoJSON",
+        geojson_bytes(frame),
+        file_name=f"{name}.geojson",
+        mime="application/geo+json",
+        key=f"{key}-geojson",
+        help=f"{name}.geojson",
+        icon=":material/download:",
+        disabled=frame.empty,
+    )
+    right.download_button(
+        "Download CSV",
+        csv_bytes(frame),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        key=f"{key}-csv",
+        help=f"{name}.csv",
+        icon=":material/download:",
+        disabled=frame.empty,
+    )
+
+
+def tile_label(t: Tile) -> str:
+    """``z/x/y`` text of a tile."""
+    return f"{t.z}/{t.x}/{t.y}"
+
+
+def parse_tile(text: str) -> Tile:
+    """``z/x/y`` back to a Tile."""
+    z, x, y = (int(v) for v in text.split("/"))
+    return Tile(x, y, z)
+
+
+def duration(started: pd.Series, finished: pd.Series) -> pd.Series:
+    """Seconds between two timestamp columns (NaN while running)."""
+    return (
+        pd.to_datetime(finished, utc=True) - pd.to_datetime(started, utc=True)
+    ).dt.total_seconds()
+
+
+def _shown_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(data.settings().resolved_database_url).render_as_string(hide_password=True)
