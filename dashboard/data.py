@@ -161,6 +161,14 @@ def previews(run_id: int) -> list[tuple[tuple[float, ...], bytes]]:
     return _previews(db_key(), run_id)
 
 
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=16)
+def basemap(url: str, bounds: tuple[float, float, float, float]) -> list:
+    """Basemap tiles over ``bounds`` (see :func:`dashboard.maps.basemap_tiles`)."""
+    from dashboard.maps import basemap_tiles
+
+    return basemap_tiles(url, bounds)
+
+
 def save_review(aoi_id: int, target: str, verdict: str, **kwargs: Any) -> int:
     """Store a verdict (see :func:`pipeline.db.reviews.upsert_review`); clears stale caches."""
     from pipeline.db.engine import session_scope

@@ -1,6 +1,9 @@
-"""pydeck maps that work offline: no basemap unless one is configured, the AOI's own
-imagery as the backdrop, tiles (or cells) coloured by error, findings and changes as
-polygons."""
+"""pydeck maps that work offline.
+
+The AOI's own imagery is the backdrop; a configured basemap is fetched by the server
+and drawn under it. Tiles (or cells) are coloured by error; findings and changes are
+polygons; hotspots are outlined cells.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 from collections.abc import Sequence
 
 import geopandas as gpd
+import httpx
 import mercantile
 import numpy as np
 import pandas as pd
@@ -111,46 +115,61 @@ def hotspot_layer(hotspots: gpd.GeoDataFrame) -> pdk.Layer:
     )
 
 
-def imagery_layers(previews: Sequence[tuple[Sequence[float], bytes]]) -> list[pdk.Layer]:
-    """One BitmapLayer per shard preview PNG (the imagery under the other layers)."""
+class BasemapError(OSError):
+    """The configured basemap did not deliver a tile."""
+
+
+def basemap_tiles(
+    url: str, bounds: Sequence[float], *, max_tiles: int = 36, timeout_s: float = 3.0
+) -> list[tuple[tuple[float, float, float, float], bytes]]:
+    """The basemap's XYZ tiles over lon/lat ``bounds`` at the finest zoom with at most
+    ``max_tiles`` tiles, fetched by the server (the browser needs no internet or CORS)."""
+    west, south, east, north = bounds
+    zoom = 0
+    for z in range(19, -1, -1):
+        if len(list(mercantile.tiles(west, south, east, north, z))) <= max_tiles:
+            zoom = z
+            break
+    tiles = list(mercantile.tiles(west, south, east, north, zoom))
+    out = []
+    with httpx.Client(timeout=timeout_s, follow_redirects=True) as client:
+        for t in tiles:
+            tile_url = url.format(z=t.z, x=t.x, y=t.y)
+            try:
+                response = client.get(tile_url)
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise BasemapError(f"basemap tile {tile_url} failed: {exc}") from exc
+            b = mercantile.bounds(t)
+            out.append(((b.west, b.south, b.east, b.north), response.content))
+    return out
+
+
+def bitmap_layers(
+    images: Sequence[tuple[Sequence[float], bytes]], *, prefix: str, mime: str = "image/png"
+) -> list[pdk.Layer]:
+    """One BitmapLayer per ``(lon/lat bounds, encoded image)``."""
     return [
         pdk.Layer(
             "BitmapLayer",
-            id=f"imagery-{i}",
+            id=f"{prefix}-{i}",
             # a plain string, not a pydeck expression
-            image=pdk.types.String(
-                "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            ),
+            image=pdk.types.String(f"data:{mime};base64," + base64.b64encode(data).decode("ascii")),
             bounds=list(bounds),
-            opacity=1.0,
         )
-        for i, (bounds, png) in enumerate(previews)
+        for i, (bounds, data) in enumerate(images)
     ]
 
 
-def basemap_style(url: str) -> dict:
-    """A MapLibre style of one raster XYZ source (``{z}/{x}/{y}`` in ``url``)."""
-    return {
-        "version": 8,
-        "sources": {"basemap": {"type": "raster", "tiles": [url], "tileSize": 256}},
-        "layers": [{"id": "basemap", "type": "raster", "source": "basemap"}],
-    }
-
-
-def deck(
-    layers: list[pdk.Layer],
-    bounds: Sequence[float],
-    *,
-    basemap_url: str | None = None,
-) -> pdk.Deck:
-    """A deck framed on lon/lat ``bounds``; no basemap (works offline) unless configured."""
+def deck(layers: list[pdk.Layer], bounds: Sequence[float]) -> pdk.Deck:
+    """A deck framed on lon/lat ``bounds`` with no map provider: it works offline."""
     west, south, east, north = bounds
     view = pdk.data_utils.compute_view([[west, south], [east, north]])
     view.zoom = float(min(view.zoom + 0.6, 20))
     return pdk.Deck(
         layers=layers,
         initial_view_state=view,
-        map_provider=None if basemap_url is None else "carto",
-        map_style=None if basemap_url is None else basemap_style(basemap_url),
+        map_provider=None,
+        map_style=None,
         tooltip={"html": "{cell}{kind}{rank} {qod} {n_findings} {area_m2}"},
     )

@@ -12,6 +12,9 @@
 * ``empty_engine`` — an engine on an empty, never-migrated database for
   ``db_url`` (a fresh PostGIS database on PostgreSQL), for migration tests.
 
+* ``audited`` (session) — the sample town trained on and audited at two steps, per
+  dialect, with the demo summary (the end-to-end and dashboard tests share it).
+
 Tests must not change the schema behind ``engine``; use ``empty_engine`` for that.
 """
 
@@ -26,6 +29,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
+
+from audited_town import E2E_SIZE_M, E2E_TRAIN_CAP_S, E2E_TRAIN_STEPS, Audited, make_context
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 _KEEP_TABLES = ("spatial_ref_sys", "alembic_version")
@@ -237,3 +242,27 @@ def empty_engine(db_url: str, request: pytest.FixtureRequest) -> Iterator[Engine
     finally:
         eng.dispose()
         server.drop_database(url.database)
+
+
+@pytest.fixture(
+    scope="session",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def audited(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Audited]:
+    """Sample town → train → audit step 1 and 2 → re-audit, on SQLite or PostGIS."""
+    from pipeline.demo import run_demo
+
+    home = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    url = None
+    if request.param == "postgres":
+        server = request.getfixturevalue("_pg_server")
+        url = server.create_database().render_as_string(hide_password=False)
+    ctx = make_context(home, url)
+    result = run_demo(
+        ctx, size_m=E2E_SIZE_M, train_steps=E2E_TRAIN_STEPS, train_seconds=E2E_TRAIN_CAP_S
+    )
+    assert result.path.exists()
+    yield Audited(ctx=ctx, summary=result.summary, dialect=request.param)
+    ctx.engine.dispose()

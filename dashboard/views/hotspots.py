@@ -30,6 +30,8 @@ cell_zoom = int(extent["z"]) - level
 
 sb = st.sidebar
 sb.markdown("**Layers**")
+basemap_url = data.settings().basemap_url
+show_basemap = basemap_url is not None and sb.toggle("Basemap", value=True, key="layer_basemap")
 show_imagery = sb.toggle("Imagery", value=True, key="layer_imagery")
 show_tiles = sb.toggle(
     "Tiles by error" if level == 0 else "Cells by error", value=True, key="layer_tiles"
@@ -41,9 +43,15 @@ show_hotspots = sb.toggle("Hotspot cells", value=True, key="layer_hotspots")
 findings = data.findings(run_id)
 changes = data.changes(run_id)
 hotspots = data.hotspots(run_id)
+bounds = data.aoi_bounds(int(aoi["aoi_id"]))
 layers = []
+if show_basemap:
+    try:
+        layers += maps.bitmap_layers(data.basemap(basemap_url, bounds), prefix="basemap")
+    except maps.BasemapError as exc:
+        st.warning(f"Basemap not shown ({exc}); set GEOAUDIT_BASEMAP_URL or leave it unset.")
 if show_imagery:
-    layers += maps.imagery_layers(data.previews(run_id))
+    layers += maps.bitmap_layers(data.previews(run_id), prefix="imagery")
 if show_tiles:
     layers.append(maps.cells_layer(cells, cell_zoom))
 if show_changes and not changes.empty:
@@ -54,7 +62,7 @@ if show_hotspots and not hotspots.empty:
     layers.append(maps.hotspot_layer(hotspots))
 
 st.pydeck_chart(
-    maps.deck(layers, data.aoi_bounds(int(aoi["aoi_id"])), basemap_url=data.settings().basemap_url),
+    maps.deck(layers, bounds),
     height=620,
     key="hotspot_map",
 )

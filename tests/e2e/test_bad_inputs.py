@@ -12,14 +12,13 @@ from rasterio.transform import from_origin
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from audited_town import make_context
 from pipeline.aoi import parse_aoi
 from pipeline.aois import add_aoi_file, get_aoi_config, register_aoi
 from pipeline.audit import run_audit
 from pipeline.db.models import Aoi, Run, Snapshot
 from pipeline.errors import ConfigError, CoverageError, ImageryError, NotFoundError, VectorDataError
 from pipeline.fetch import fetch_imagery, fetch_opendata
-
-from .conftest import make_context
 
 # A 300 m square in Zurich, UTM 32N.
 ORIGIN = (465600.0, 5246420.0)

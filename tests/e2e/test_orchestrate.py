@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from audited_town import Audited
 from pipeline.db import repo
 from pipeline.db.models import Run
 from pipeline.errors import ConfigError
@@ -19,8 +20,6 @@ from pipeline.orchestrate import (
     record_failure,
     shard_step,
 )
-
-from .conftest import Audited
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from audited_town import Audited
 from pipeline.audit import run_audit
 from pipeline.db import repo
 from pipeline.db.models import Change, Finding, Hotspot, Run, TileScore
 from pipeline.shard_stage import process_shard
-
-from .conftest import Audited
 
 pytestmark = pytest.mark.slow
 

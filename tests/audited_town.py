@@ -1,0 +1,30 @@
+"""The audited sample town the end-to-end and dashboard tests share (see ``audited``
+in ``tests/conftest.py``): its size, training budget and context helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.context import Context, open_context
+from pipeline.settings import Settings
+
+E2E_SIZE_M = 500.0
+# A step budget (not a time budget) makes the trained model, and so the bounds the
+# tests check, the same on every run; the time cap only guards a very slow machine.
+E2E_TRAIN_STEPS = 500
+E2E_TRAIN_CAP_S = 600.0
+
+
+@dataclass
+class Audited:
+    """A context with the sample town audited at both steps, and the demo summary."""
+
+    ctx: Context
+    summary: dict
+    dialect: str
+
+
+def make_context(home: Path, url: str | None = None) -> Context:
+    """A context on its own home folder (and database URL)."""
+    return open_context(Settings(home=home, database_url=url), progress=False)
