@@ -204,17 +204,10 @@ class AirflowClient:
 
     def emit_asset_event(self, uri: str, extra: dict[str, Any] | None = None) -> int:
         """Record an event on the Asset ``uri`` (DAGs scheduled on it run); the event id."""
-        response = self._request("GET", "/api/v2/assets", params={"uri_pattern": uri})
-        response.raise_for_status()
-        matches = [a for a in response.json().get("assets", []) if a.get("uri") == uri]
-        if not matches:
-            raise AirflowError(
-                f"Airflow at {self.base_url} knows no asset {uri!r} (no DAG uses it yet)"
-            )
         response = self._request(
             "POST",
             "/api/v2/assets/events",
-            json={"asset_id": matches[0]["id"], "extra": extra or {}},
+            json={"asset_id": self._asset_id(uri), "extra": extra or {}},
         )
         if response.status_code not in (200, 201):
             raise AirflowError(
@@ -222,6 +215,26 @@ class AirflowClient:
                 f"HTTP {response.status_code} {_detail(response)}"
             )
         return int(response.json()["id"])
+
+    def asset_events(self, uri: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Events of the Asset ``uri`` (id, extra, timestamp, ...), at most ``limit``."""
+        response = self._request(
+            "GET",
+            "/api/v2/assets/events",
+            params={"asset_id": self._asset_id(uri), "limit": limit},
+        )
+        response.raise_for_status()
+        return list(response.json().get("asset_events", []))
+
+    def _asset_id(self, uri: str) -> int:
+        response = self._request("GET", "/api/v2/assets", params={"uri_pattern": uri})
+        response.raise_for_status()
+        matches = [a for a in response.json().get("assets", []) if a.get("uri") == uri]
+        if not matches:
+            raise AirflowError(
+                f"Airflow at {self.base_url} knows no asset {uri!r} (no DAG uses it yet)"
+            )
+        return int(matches[0]["id"])
 
 
 def _dag_run(body: dict[str, Any]) -> DagRunState:

@@ -96,7 +96,7 @@ with tiles_tab:
         try:
             layers = data.tile(run_id, t)
             a, b = st.columns(2)
-            a.image(layers.rgb, caption="Imagery", width="stretch")
+            a.image(layers.rgb, caption="Imagery", width=384)
             b.image(
                 layers.composite,
                 caption="pink = prediction only, green = open data only, grey = both",

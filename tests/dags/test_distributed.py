@@ -6,6 +6,7 @@ on both workers and its results land in the GeoAudit database."""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -102,6 +103,40 @@ def test_celery_deployment_runs_the_audit_on_both_workers(deployment) -> None:
         stage = sum(float(v["seconds"]) for v in (run.stage_seconds or {}).values())
     ctx.engine.dispose()
     print(f"CeleryExecutor: run {wall:.1f} s, engine stages {stage:.1f} s")
+
+
+def test_the_dashboards_airflow_client_against_the_real_api(deployment) -> None:
+    """What the Runs and Review pages do: trigger an audit, follow it, emit a reviews event."""
+    from pipeline.airflow_api import (
+        AirflowClient,
+        AirflowError,
+        audit_conf,
+        audit_dag_id,
+        reviews_asset_uri,
+    )
+
+    _, facts = deployment
+    aoi = facts["aoi"]
+    with AirflowClient(facts["base"], "admin", PASSWORD, timeout=30) as client:
+        run = client.trigger(audit_dag_id(aoi), audit_conf(facts["step"]), run_id="dash-1")
+        assert run.run_id == "dash-1" and run.conf["step"] == facts["step"]
+        deadline = time.monotonic() + 600
+        while not run.finished and time.monotonic() < deadline:
+            time.sleep(1)
+            run = client.dag_run(audit_dag_id(aoi), "dash-1")
+        assert run.state == "success"
+
+        event_id = client.emit_asset_event(reviews_asset_uri(aoi), {"reviewer": "ada"})
+        (event,) = [e for e in client.asset_events(reviews_asset_uri(aoi)) if e["id"] == event_id]
+        assert event["uri"] == reviews_asset_uri(aoi) and event["extra"]["reviewer"] == "ada"
+
+        with pytest.raises(AirflowError, match="has no DAG 'audit__nowhere'"):
+            client.trigger(audit_dag_id("nowhere"), {})
+    with (
+        AirflowClient(facts["base"], "admin", "wrong-password") as client,
+        pytest.raises(AirflowError, match="did not log in user 'admin'"),
+    ):
+        client.dag_run(audit_dag_id(aoi), "dash-1")
 
 
 def test_the_deployment_shuts_down_cleanly(deployment) -> None:
