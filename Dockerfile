@@ -22,7 +22,8 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY sql ./sql
 COPY dags ./dags
-RUN pip install --no-cache-dir -e '.[airflow]'
+COPY dashboard ./dashboard
+RUN pip install --no-cache-dir -e '.[airflow,dashboard]'
 
 RUN useradd --create-home --uid 50000 geoaudit \
     && mkdir -p "$AIRFLOW_HOME" "$GEOAUDIT_HOME" \

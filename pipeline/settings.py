@@ -59,6 +59,14 @@ class Settings(BaseSettings):
         description="Shared password reviewers enter (when no OIDC login is configured).",
     )
 
+    @field_validator(
+        "airflow_username", "airflow_password", "basemap_url", "review_password", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `GEOAUDIT_REVIEW_PASSWORD=` must mean "no password" (read-only), never "empty password"
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

@@ -52,13 +52,15 @@ def test_services_and_images() -> None:
         SERVICES
     )
     assert {"airflow-dag-processor", "airflow-triggerer", "airflow-worker"} <= set(SERVICES)
+    assert "dashboard" in SERVICES
     for name, svc in SERVICES.items():
         assert "image" in svc or "build" in svc, name
         if "build" in svc:
             assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "torch==2.14.1" in dockerfile and "torchvision==0.29.1" in dockerfile
-    assert "'.[airflow]'" in dockerfile and "COPY dags ./dags" in dockerfile
+    assert "'.[airflow,dashboard]'" in dockerfile and "COPY dags ./dags" in dockerfile
+    assert "COPY dashboard ./dashboard" in dockerfile
     assert "WORKDIR /opt/geoaudit" in dockerfile
 
 
@@ -96,7 +98,7 @@ def test_geoaudit_environment_is_what_the_code_reads() -> None:
     from pipeline.settings import Settings
 
     fields = {f"GEOAUDIT_{name.upper()}" for name in Settings.model_fields}
-    for name in AIRFLOW_SERVICES:
+    for name in [*AIRFLOW_SERVICES, "dashboard"]:
         for key in environment(name):
             if key.startswith("GEOAUDIT_"):
                 assert key in fields | DAG_ENV, f"{name}: {key} is read by nothing"
@@ -167,7 +169,7 @@ def _commands() -> list[tuple[str, list[str]]]:
 def test_every_command_exists(service, command, tmp_path) -> None:
     """Each command's program and sub-command parse with --help in this environment."""
     program, args = command[0], command[1:]
-    assert program in {"airflow", "geoaudit"}, f"{service}: unexpected program {program}"
+    assert program in {"airflow", "geoaudit", "streamlit"}, f"{service}: unexpected {program}"
     subcommand = [a for a in args if not a.startswith("-")][
         : 2 if args[0] in {"celery", "db", "pools"} else 1
     ]
@@ -199,3 +201,25 @@ def test_required_secrets_are_in_env_example() -> None:
     from pipeline.settings import Settings
 
     Settings(_env_file=ROOT / ".env.example")  # non-GEOAUDIT keys in .env are ignored
+
+
+def test_dashboard_service_runs_the_app_on_the_shared_volume() -> None:
+    svc = SERVICES["dashboard"]
+    command = svc["command"]
+    assert command[:3] == ["streamlit", "run", "dashboard/app.py"]
+    assert (ROOT / command[2]).is_file()
+    assert "--server.port=8501" in command and "--server.address=0.0.0.0" in command
+    assert interpolate(svc["ports"][0]).endswith(":8501")
+    assert "8501/_stcore/health" in " ".join(svc["healthcheck"]["test"])
+    assert "artifacts:/data/geoaudit" in svc["volumes"]
+    env = environment("dashboard")
+    assert env["GEOAUDIT_AIRFLOW_URL"] == "http://airflow-apiserver:8080"
+    assert env["GEOAUDIT_DATABASE_URL"] == environment("airflow-worker")["GEOAUDIT_DATABASE_URL"]
+    assert env["GEOAUDIT_ARTIFACT_ROOT"] == environment("airflow-worker")["GEOAUDIT_ARTIFACT_ROOT"]
+    from pipeline.settings import Settings
+
+    # empty review password / basemap from .env.example mean "not set": read-only, offline map
+    settings = Settings(
+        review_password=env["GEOAUDIT_REVIEW_PASSWORD"], basemap_url=env["GEOAUDIT_BASEMAP_URL"]
+    )
+    assert settings.review_password is None and settings.basemap_url is None
