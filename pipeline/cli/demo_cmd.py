@@ -54,3 +54,4 @@ def demo(
         rate = f"{fig['tiles_per_s']:.1f} tiles/s" if fig.get("tiles_per_s") else ""
         console.print(f"  {stage:<12}{fig['seconds']:8.1f} s  {rate}")
     console.print(f"total {s['total_seconds']:.0f} s; summary written to {result.path}")
+    console.print("next: `make dashboard` to review the results, `make airflow` to schedule audits")
