@@ -14,39 +14,18 @@ Needs PostgreSQL (``GEOAUDIT_TEST_PG_URL``, default postgres@127.0.0.1) and Redi
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "dags"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from deployment import Api, Deployment, airflow_env, free_port, migrate  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from pgdb import new_database  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
-
-PG = os.environ.get("GEOAUDIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def new_database(postgis: bool) -> str:
-    """A fresh database on the PostgreSQL server; its URL."""
-    admin = make_url(PG)
-    name = f"geoaudit_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    url = admin.set(database=name)
-    if postgis:
-        engine = create_engine(url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-        engine.dispose()
-    return url.render_as_string(hide_password=False)
 
 
 def main() -> None:

@@ -23,48 +23,25 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import mercantile
 import numpy as np
 from shapely.geometry import box
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pgdb import drop_database, new_database  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
-PG = os.environ.get("GEOAUDIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 PAGES = ["overview", "trends", "hotspots", "tile_inspector", "changes", "review", "runs", "models"]
 WORK_ZOOM, SHARD_ZOOM = 18, 15
 FINDING_KINDS = ("missing_in_opendata", "unsupported_by_imagery", "misaligned")
 CHANGE_KINDS = ("appeared", "disappeared", "stale_opendata", "added", "removed")
-
-
-def new_database() -> str:
-    """A fresh PostGIS database on the server of GEOAUDIT_TEST_PG_URL; its URL."""
-    admin = make_url(PG)
-    name = f"geoaudit_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    url = admin.set(database=name)
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-    engine.dispose()
-    return url.render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    admin = make_url(PG)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def _town(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

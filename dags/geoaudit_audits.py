@@ -83,9 +83,9 @@ def build_audit_dag(config: AoiConfig):
             f"### Audit of AOI `{name}`\n\n{config.description}\n\n"
             "Fetches imagery and open data for the run's time step (its data interval, or "
             "the `step` param), validates them, then rasterizes, predicts and scores every "
-            "shard as a mapped task, and publishes findings, changes and the AOI score to "
-            "the GeoAudit database. Params allow an ad-hoc step, model version, forced "
-            "re-run and re-prediction."
+            "shard as a mapped task, computes the changes against the previous step, and "
+            "publishes findings, changes and the AOI score to the GeoAudit database. "
+            "Params allow an ad-hoc step, model version, forced re-run and re-prediction."
         ),
         default_args={
             "owner": config.owner,
@@ -168,20 +168,28 @@ def build_audit_dag(config: AoiConfig):
 
             return shard_step(_context(), planned["run_id"], shard_id)
 
+        @task(retries=RETRIES)
+        def changes(planned: dict[str, Any]) -> dict[str, Any]:
+            from pipeline.orchestrate import changes_step
+
+            return changes_step(_context(), planned)
+
         @task(outlets=[results_asset(name)], retries=RETRIES)
-        def publish(planned: dict[str, Any]) -> dict[str, Any]:
+        def publish(planned: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
             from pipeline.orchestrate import publish_step
 
-            return publish_step(_context(), planned)
+            return publish_step(_context(), planned, changed)
 
         imagery = fetch_imagery()
         opendata = fetch_opendata(imagery)
         checked = validate(imagery, opendata)
         planned = plan(checked)
         done = process_shard.partial(planned=planned).expand(shard_id=shard_ids(planned))
-        # runs after every mapped shard succeeded (a failed shard fails the run instead);
-        # the shards' own results stay in the database, not in XCom
-        done >> publish(planned)
+        # changes run after every mapped shard succeeded (a failed shard fails the run
+        # instead); the shards' own results stay in the database, not in XCom
+        changed = changes(planned)
+        done >> changed
+        publish(planned, changed)
 
     return audit()
 

@@ -53,27 +53,36 @@ def pick_step(
 
 def downloads(frame: gpd.GeoDataFrame, name: str, *, key: str) -> None:
     """GeoJSON and CSV download buttons for a frame of findings or changes."""
-    left, right = st.columns(2)
-    left.download_button(
-        "Download GeoJSON",
-        geojson_bytes(frame),
-        file_name=f"{name}.geojson",
-        mime="application/geo+json",
-        key=f"{key}-geojson",
-        help=f"{name}.geojson",
-        icon=":material/download:",
-        disabled=frame.empty,
+    formats = (
+        ("GeoJSON", "geojson", geojson_bytes, "application/geo+json"),
+        ("CSV", "csv", csv_bytes, "text/csv"),
     )
-    right.download_button(
-        "Download CSV",
-        csv_bytes(frame),
-        file_name=f"{name}.csv",
-        mime="text/csv",
-        key=f"{key}-csv",
-        help=f"{name}.csv",
-        icon=":material/download:",
-        disabled=frame.empty,
-    )
+    for column, (label, suffix, encode, mime) in zip(st.columns(2), formats, strict=True):
+        column.download_button(
+            f"Download {label}",
+            encode(frame),
+            file_name=f"{name}.{suffix}",
+            mime=mime,
+            key=f"{key}-{suffix}",
+            help=f"{name}.{suffix}",
+            icon=":material/download:",
+            disabled=frame.empty,
+        )
+
+
+def pick_audited_step() -> tuple[pd.Series, str, int]:
+    """AOI and audited step pickers for a page about one run: (AOI row, step, run id).
+
+    Stops the page with a hint when there is no AOI or no finished audit yet.
+    """
+    aoi = pick_aoi()
+    if aoi is None:
+        st.stop()
+    picked = pick_step(int(aoi["aoi_id"]))
+    if picked is None:
+        st.stop()
+    step, run_id = picked
+    return aoi, step, run_id
 
 
 def tile_label(t: Tile) -> str:

@@ -10,7 +10,8 @@ in-process equivalent is :func:`pipeline.audit.run_audit`.
     plan = plan_step(ctx, aoi, step, imagery, opendata, ...)
     for shard_id in plan["shard_ids"]:            # one mapped task each
         shard_step(ctx, plan["run_id"], shard_id)
-    publish_step(ctx, plan)
+    changes = changes_step(ctx, plan)
+    publish_step(ctx, plan, changes)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.errors import ConfigError
 from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
-from pipeline.publish import publish_run, stored_run_summary
+from pipeline.publish import publish_run, store_run_changes, stored_run_summary
 from pipeline.shard_stage import process_shard
 
 
@@ -120,8 +121,24 @@ def shard_step(ctx: Context, run_id: int, shard_id: str) -> dict[str, Any]:
     return process_shard(ctx, int(run_id), str(shard_id))
 
 
-def publish_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
-    """Findings, hotspots, changes and the AOI score of a planned run; a small summary.
+def changes_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
+    """The changes of a planned run against the previous step, stored; a small summary.
+
+    A reused run already has its changes: their count is returned.
+    """
+    run_id = int(plan["run_id"])
+    if plan.get("reused"):
+        with Session(ctx.engine) as s:
+            n = repo.run_result_counts(s, run_id)["n_changes"]
+        return {"run_id": run_id, "n_changes": n, "seconds": 0.0, "reused": True}
+    return {**store_run_changes(ctx, run_id), "reused": False}
+
+
+def publish_step(
+    ctx: Context, plan: dict[str, Any], changes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Findings, hotspots and the AOI score of a planned run (and its changes, unless
+    :func:`changes_step` stored them); a small summary.
 
     A reused run is not published again: its stored summary is returned.
     """
@@ -129,9 +146,10 @@ def publish_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
     if plan.get("reused"):
         summary = stored_run_summary(ctx, run_id)
     else:
-        summary = publish_run(
-            ctx, run_id, extra_seconds={"fetch": float(plan.get("fetch_seconds", 0.0))}
-        )
+        extra = {"fetch": float(plan.get("fetch_seconds", 0.0))}
+        if changes is not None:
+            extra["changes"] = float(changes.get("seconds", 0.0))
+        summary = publish_run(ctx, run_id, extra_seconds=extra, changes_stored=changes is not None)
     return {
         "run_id": run_id,
         "aoi": summary["aoi"],

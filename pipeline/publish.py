@@ -16,6 +16,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy.orm import Session
 
 from pipeline.context import Context
@@ -70,10 +71,49 @@ def _tile_of(points: gpd.GeoSeries, zoom: int) -> pd.DataFrame:
     )
 
 
+def _compared_opendata(
+    ctx: Context, inputs: RunInputs, tiles: gpd.GeoDataFrame
+) -> tuple[gpd.GeoDataFrame, BaseGeometry | None]:
+    """The run's open data in EPSG:3857 and, for a bbox subset run, the footprint it
+    looked at (only the open data inside it is compared)."""
+    opendata = opendata_frame(ctx, inputs).to_crs(WEB_MERCATOR)
+    if inputs.bbox is None:
+        return opendata, None
+    footprint = tiles.to_crs(WEB_MERCATOR).union_all()
+    return opendata[opendata.representative_point().within(footprint)], footprint
+
+
+def store_run_changes(ctx: Context, run_id: int) -> dict[str, Any]:
+    """The changes stage on its own: merge the run's predicted buildings (kept for the
+    next step), compare with the previous step and store the changes. Idempotent."""
+    from pipeline.change_stage import changes_for_run
+
+    t0 = time.perf_counter()
+    inputs = load_run_inputs(ctx, run_id)
+    with Session(ctx.engine) as s:
+        shard_ids = [r.shard_id for r in repo.get_run(s, run_id).shards if r.status == "done"]
+        tiles = repo.tile_scores_frame(s, run_id)
+    buildings = merged_buildings(ctx, run_id, shard_ids)
+    ctx.store.write_bytes(run_buildings_key(run_id), _to_parquet(buildings))
+    opendata, footprint = _compared_opendata(ctx, inputs, tiles)
+    changes = changes_for_run(ctx, inputs, buildings, opendata, footprint=footprint)
+    with Session(ctx.engine) as s, s.begin():
+        repo.replace_changes(s, run_id, changes)
+    return {"run_id": run_id, "n_changes": len(changes), "seconds": time.perf_counter() - t0}
+
+
 def publish_run(
-    ctx: Context, run_id: int, *, extra_seconds: dict[str, float] | None = None
+    ctx: Context,
+    run_id: int,
+    *,
+    extra_seconds: dict[str, float] | None = None,
+    changes_stored: bool = False,
 ) -> dict[str, Any]:
-    """Compute and store findings, hotspots, changes and the AOI score; finish the run."""
+    """Compute and store findings, hotspots, changes and the AOI score; finish the run.
+
+    With ``changes_stored`` the changes stage already ran (:func:`store_run_changes`,
+    a task of its own in Airflow): its merged buildings and changes are used as stored.
+    """
     t0 = time.perf_counter()
     inputs = load_run_inputs(ctx, run_id)
     config = inputs.aoi
@@ -81,12 +121,11 @@ def publish_run(
         shard_rows = [r for r in repo.get_run(s, run_id).shards if r.status == "done"]
         tiles = repo.tile_scores_frame(s, run_id)
     shard_ids = [r.shard_id for r in shard_rows]
-    buildings = merged_buildings(ctx, run_id, shard_ids)
-    opendata = opendata_frame(ctx, inputs).to_crs(WEB_MERCATOR)
-    footprint = None
-    if inputs.bbox is not None:  # a subset run: compare only where it looked
-        footprint = tiles.to_crs(WEB_MERCATOR).union_all()
-        opendata = opendata[opendata.representative_point().within(footprint)]
+    if changes_stored:
+        buildings = _read_parquet(ctx, run_buildings_key(run_id))
+    else:
+        buildings = merged_buildings(ctx, run_id, shard_ids)
+    opendata, footprint = _compared_opendata(ctx, inputs, tiles)
 
     th = config.thresholds
     match_config = MatchConfig(
@@ -128,10 +167,14 @@ def publish_run(
         qod_threshold=th.qod_flag,
     )
 
-    from pipeline.change_stage import changes_for_run
+    changes: list[dict[str, Any]] | None = None
+    if changes_stored:
+        buildings_uri = ctx.store.uri(run_buildings_key(run_id))
+    else:
+        from pipeline.change_stage import changes_for_run
 
-    buildings_uri = ctx.store.write_bytes(run_buildings_key(run_id), _to_parquet(buildings))
-    changes = changes_for_run(ctx, inputs, buildings, opendata, footprint=footprint)
+        buildings_uri = ctx.store.write_bytes(run_buildings_key(run_id), _to_parquet(buildings))
+        changes = changes_for_run(ctx, inputs, buildings, opendata, footprint=footprint)
     publish_s = time.perf_counter() - t0
 
     stage_seconds = _stage_seconds(shard_rows, extra_seconds or {}, publish_s)
@@ -141,7 +184,9 @@ def publish_run(
             s, run_id, tiles[["z", "x", "y", "n_findings", "flagged"]].to_dict("records")
         )
         repo.replace_hotspots(s, run_id, _records(hotspot_cells))
-        repo.replace_changes(s, run_id, changes)
+        if changes is not None:
+            repo.replace_changes(s, run_id, changes)
+        n_changes = repo.run_result_counts(s, run_id)["n_changes"]
         repo.write_aoi_score(
             s,
             run_id,
@@ -160,7 +205,7 @@ def publish_run(
         "step": inputs.step,
         "aggregates": aggregates,
         "n_findings": int(len(findings_4326)),
-        "n_changes": len(changes),
+        "n_changes": n_changes,
         "n_hotspots": int(len(hotspot_cells)),
         "buildings_uri": buildings_uri,
         "stage_seconds": stage_seconds,

@@ -6,18 +6,12 @@ import math
 import streamlit as st
 
 from dashboard import data, maps
-from dashboard.widgets import downloads, pick_aoi, pick_step
+from dashboard.widgets import downloads, pick_audited_step
 
 MAX_CELLS = 4000  # above this, tiles are aggregated into cells of 2^k x 2^k tiles
 
 st.title("Hotspots map")
-aoi = pick_aoi()
-if aoi is None:
-    st.stop()
-picked = pick_step(int(aoi["aoi_id"]))
-if picked is None:
-    st.stop()
-step, run_id = picked
+aoi, step, run_id = pick_audited_step()
 
 extent = data.q("tile_extent", run_id=run_id).iloc[0]
 n_tiles = int(extent["n_tiles"] or 0)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.auth import reviewer
-from dashboard.widgets import QOD_HELP, downloads, pick_aoi, pick_step, tile_label
+from dashboard.widgets import QOD_HELP, downloads, pick_audited_step, tile_label
 from pipeline.airflow_api import AirflowClient, AirflowError, reviews_asset_uri
 from pipeline.db.models import VERDICTS
 from pipeline.errors import GeoAuditError
@@ -20,14 +20,8 @@ VERDICT_HELP = {
 QUEUE_LIMIT = 500
 
 st.title("Review queue")
-aoi = pick_aoi()
-if aoi is None:
-    st.stop()
+aoi, step, run_id = pick_audited_step()
 aoi_id = int(aoi["aoi_id"])
-picked = pick_step(aoi_id)
-if picked is None:
-    st.stop()
-step, run_id = picked
 who = reviewer()
 
 flash = st.session_state.pop("review_flash", None)

@@ -5,17 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from dashboard.widgets import QOD_HELP, parse_tile, pick_aoi, pick_step, tile_label
+from dashboard.widgets import QOD_HELP, parse_tile, pick_audited_step, tile_label
 from pipeline.errors import GeoAuditError
 
 st.title("Tile inspector")
-aoi = pick_aoi()
-if aoi is None:
-    st.stop()
-picked = pick_step(int(aoi["aoi_id"]))
-if picked is None:
-    st.stop()
-step, run_id = picked
+aoi, step, run_id = pick_audited_step()
 
 flagged = data.q("review_tiles", run_id=run_id, limit=100_000)
 labels = [f"{z}/{x}/{y}" for z, x, y in zip(flagged["z"], flagged["x"], flagged["y"], strict=True)]

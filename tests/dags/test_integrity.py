@@ -22,6 +22,7 @@ AUDIT_TASKS = {
     "plan",
     "shard_ids",
     "process_shard",
+    "changes",
     "publish",
 }
 
@@ -85,10 +86,11 @@ def test_audit_dag_shape(dagbag) -> None:
     assert retries["validate"] == 0 and retries["plan"] == 0
     fetch = dag.get_task("fetch_imagery")
     assert fetch.retry_exponential_backoff
-    # the graph: fetch -> validate -> plan -> mapped shards -> publish, no cycles
+    # the graph: fetch -> validate -> plan -> mapped shards -> changes -> publish, no cycles
     assert dag.get_task("validate").upstream_task_ids == {"fetch_imagery", "fetch_opendata"}
     assert "shard_ids" in dag.get_task("process_shard").upstream_task_ids
-    assert "process_shard" in dag.get_task("publish").upstream_task_ids
+    assert dag.get_task("changes").upstream_task_ids == {"plan", "process_shard"}
+    assert dag.get_task("publish").upstream_task_ids == {"plan", "changes"}
     assert [t.task_id for t in dag.topological_sort()][-1] == "publish"
     assert set(dag.params) == {"step", "model_version", "bbox", "force", "repredict"}
 

@@ -13,6 +13,7 @@ from pipeline.db import repo
 from pipeline.db.models import Run
 from pipeline.errors import ConfigError
 from pipeline.orchestrate import (
+    changes_step,
     fetch_imagery_step,
     fetch_opendata_step,
     plan_step,
@@ -56,6 +57,36 @@ def test_step_by_step_audit_matches_the_one_call_audit(audited: Audited) -> None
         after = repo.findings_frame(s, plan["run_id"])
     assert out["n_findings"] == len(after) == len(before)
     assert sorted(after["kind"]) == sorted(before["kind"])
+
+
+def test_changes_as_their_own_step_match_the_one_call_audit(audited: Audited) -> None:
+    """Airflow's `changes` task, then `publish`: the same changes as the in-process audit."""
+    ctx = audited.ctx
+    aoi, _, _ = _first_run(audited)
+    last = audited.summary["runs"][-1]
+    imagery = fetch_imagery_step(ctx, aoi, last["step"])
+    opendata = fetch_opendata_step(ctx, aoi, last["step"])
+    plan = plan_step(ctx, aoi, last["step"], imagery, opendata, force=True)
+    for shard_id in plan["shard_ids"]:
+        shard_step(ctx, plan["run_id"], shard_id)
+    changed = changes_step(ctx, plan)
+    assert json.loads(json.dumps(changed)) == changed and not changed["reused"]
+    with Session(ctx.engine) as s:  # stored by the changes step, the run not finished yet
+        assert repo.get_run(s, plan["run_id"]).status == "running"
+        assert len(repo.changes_frame(s, plan["run_id"])) == changed["n_changes"] > 0
+    out = publish_step(ctx, plan, changed)
+    assert out["n_changes"] == changed["n_changes"]
+    with Session(ctx.engine) as s:
+        run = repo.get_run(s, plan["run_id"])
+        assert run.status == "succeeded" and "changes" in run.stage_seconds
+        ours = repo.changes_frame(s, plan["run_id"])
+        theirs = repo.changes_frame(s, last["run_id"])
+    assert sorted(ours["kind"]) == sorted(theirs["kind"])
+    assert ours.geometry.area.sum() == pytest.approx(theirs.geometry.area.sum(), rel=1e-6)
+    # a re-run of the changes step replaces, never duplicates
+    assert changes_step(ctx, plan)["n_changes"] == changed["n_changes"]
+    with Session(ctx.engine) as s:
+        assert len(repo.changes_frame(s, plan["run_id"])) == changed["n_changes"]
 
 
 def test_record_failure_marks_an_unfinished_run_and_leaves_finished_ones(
@@ -106,7 +137,7 @@ def test_a_bbox_subset_audits_only_the_shards_it_touches(audited: Audited) -> No
     assert plan["shard_ids"] == [shard.id] and full_shards > 1
     for shard_id in plan["shard_ids"]:
         shard_step(ctx, plan["run_id"], shard_id)
-    publish_step(ctx, plan)
+    publish_step(ctx, plan, changes_step(ctx, plan))
     with Session(ctx.engine) as s:
         run = repo.get_run(s, plan["run_id"])
         assert run.status == "succeeded" and run.params["bbox"] == inner
