@@ -3,6 +3,7 @@ triggers an ad-hoc audit through Airflow's REST API and follows its state."""
 
 import datetime as dt
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import data
@@ -30,18 +31,10 @@ else:
         + " v"
         + history["model_version"].astype("Int64").astype(str)
     )
-    history["validation"] = history.apply(
-        lambda r: (
-            "–"
-            if r["n_suites"] != r["n_suites"] or r["n_suites"] is None
-            else (
-                "passed"
-                if int(r["n_failed"] or 0) == 0
-                else f"{int(r['n_failed'])} of {int(r['n_suites'])} failed"
-            )
-        ),
-        axis=1,
-    )
+    history["validation"] = [
+        "–" if pd.isna(n) else ("passed" if not failed else f"{int(failed)} of {int(n)} failed")
+        for n, failed in zip(history["n_suites"], history["n_failed"].fillna(0), strict=True)
+    ]
     counts = history["status"].value_counts()
     c = st.columns(4)
     for col, status in zip(c, ("succeeded", "failed", "running", "queued"), strict=True):

@@ -17,20 +17,15 @@ if not labels:
     st.info(f"No flagged tile in step {step}.")
     st.stop()
 
-# the tile comes from ?tile=z/x/y (links from other pages), else the worst flagged tile
-if "inspect_tile" not in st.session_state:
+# the tile comes from ?tile=z/x/y (a link, a reload), else the worst flagged tile; a tile
+# that is not flagged in this step (another AOI or step was picked) starts over
+if st.session_state.get("inspect_tile") not in labels:
     wanted = st.query_params.get("tile")
-    st.session_state["inspect_tile"] = wanted if wanted else labels[0]
-current = st.session_state["inspect_tile"]
-position = labels.index(current) if current in labels else None
+    st.session_state["inspect_tile"] = wanted if wanted in labels else labels[0]
 
 
 def _go(delta: int) -> None:
-    here = (
-        labels.index(st.session_state["inspect_tile"])
-        if st.session_state["inspect_tile"] in labels
-        else -1
-    )
+    here = labels.index(st.session_state["inspect_tile"])
     st.session_state["inspect_tile"] = labels[(here + delta) % len(labels)]
 
 
@@ -38,9 +33,7 @@ nav_prev, nav_pick, nav_next = st.columns([1, 4, 1], vertical_alignment="bottom"
 nav_prev.button("◀ Previous flagged", on_click=_go, args=(-1,), key="prev_tile", width="stretch")
 nav_next.button("Next flagged ▶", on_click=_go, args=(1,), key="next_tile", width="stretch")
 nav_pick.selectbox(
-    f"Flagged tiles of step {step}, worst first ({len(labels)})",
-    labels if position is not None else [current, *labels],
-    key="inspect_tile",
+    f"Flagged tiles of step {step}, worst first ({len(labels)})", labels, key="inspect_tile"
 )
 tile = parse_tile(st.session_state["inspect_tile"])
 st.query_params["tile"] = tile_label(tile)
