@@ -189,12 +189,12 @@ def main() -> None:
     )
     print(f"{'score tiles/s':<22}{n_tiles / s_s:>16.1f}{n_tiles / t_s:>16.1f}{t_s / s_s:>7.1f}x")
     both = (t_r + t_s) / (s_r + s_s)
-    print(
-        f"{'rasterize+score':<22}{n_tiles / (s_r + s_s):>16.1f}{n_tiles / (t_r + t_s):>16.1f}{both:>7.1f}x"
-    )
+    shard_rate, tile_rate = n_tiles / (s_r + s_s), n_tiles / (t_r + t_s)
+    print(f"{'rasterize+score':<22}{shard_rate:>16.1f}{tile_rate:>16.1f}{both:>7.1f}x")
     if not args.skip_predict:
         print(
-            f"{'predict tiles/s':<22}{n_tiles / predict_s:>16.1f}{'':>16}{'':>8}  (CPU threads: {torch.get_num_threads()})"
+            f"{'predict tiles/s':<22}{n_tiles / predict_s:>16.1f}{'':>16}{'':>8}"
+            f"  (CPU threads: {torch.get_num_threads()})"
         )
     print(f"median of {args.repeat} runs; work files under {work}")
 

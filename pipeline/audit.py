@@ -22,6 +22,7 @@ from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.errors import GeoAuditError, NotFoundError
 from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
+from pipeline.locks import audit_lock
 from pipeline.publish import publish_run, stored_run_summary
 from pipeline.shard_stage import process_shard
 
@@ -192,14 +193,40 @@ def run_audit(
     repredict: bool = False,
     bbox: list[float] | None = None,
     trigger: str = "cli",
+    wait_s: float = 0.0,
 ) -> AuditResult:
     """Run a complete audit in this process; a failure is recorded on the run and re-raised.
 
     With unchanged inputs the earlier run is returned (``reused``) unless ``force``
     (a new run, still using the prediction cache) or ``repredict`` (a new run that
-    ignores the prediction cache).
+    ignores the prediction cache). While another process audits the same AOI and step,
+    wait up to ``wait_s`` seconds, then raise :class:`~pipeline.locks.AuditBusyError`.
     """
     check_step(step)
+    with audit_lock(ctx.engine, aoi_name, step, wait_s=wait_s, home=ctx.settings.home):
+        return _audit(
+            ctx,
+            aoi_name,
+            step,
+            model_version_id=model_version_id,
+            force=force,
+            repredict=repredict,
+            bbox=bbox,
+            trigger=trigger,
+        )
+
+
+def _audit(
+    ctx: Context,
+    aoi_name: str,
+    step: str,
+    *,
+    model_version_id: int | None,
+    force: bool,
+    repredict: bool,
+    bbox: list[float] | None,
+    trigger: str,
+) -> AuditResult:
     started = time.perf_counter()
     config = get_aoi_config(ctx, aoi_name)
     t0 = time.perf_counter()

@@ -40,7 +40,9 @@ def sample_aoi_config(
     return parse_aoi(
         {
             "name": name,
-            "description": "Synthetic sample town with injected open-data defects (geoaudit sample create).",
+            "description": (
+                "Synthetic sample town with injected open-data defects (geoaudit sample create)."
+            ),
             "bbox": list(info.bbox),
             "work_zoom": work_zoom,
             "shard_zoom": shard_zoom,
@@ -66,7 +68,7 @@ def create_sample_aoi(
     seed: int = 7,
     name: str = SAMPLE_AOI,
 ) -> tuple[SampleInfo, AoiConfig]:
-    """Generate the sample town below ``root`` (default ``$GEOAUDIT_HOME/sample``) and register it."""
+    """Generate the sample town below ``root`` (default ``$GEOAUDIT_HOME/sample``); register it."""
     root = root or ctx.settings.home / "sample"
     info = create_sample(root, seed=seed, size_m=size_m, progress=ctx.progress)
     config = register_aoi(ctx, sample_aoi_config(info, name=name))

@@ -104,7 +104,8 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
             }
     if not shard_meta:
         raise CoverageError(
-            f"imagery {config.imagery.path.replace('{step}', step)!r} has no valid pixels over AOI {config.name!r}"
+            f"imagery {config.imagery.path.replace('{step}', step)!r} has no valid pixels "
+            f"over AOI {config.name!r}"
         )
     content_hash = hashlib.sha256(
         json.dumps({k: v["hash"] for k, v in sorted(shard_meta.items())}).encode()
@@ -138,7 +139,8 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
     frame = frame[frame.intersects(config.geometry)]
     if frame.empty:
         raise VectorDataError(
-            f"open data {config.opendata.path.replace('{step}', step)!r} has no polygon over AOI {config.name!r}"
+            f"open data {config.opendata.path.replace('{step}', step)!r} has no polygon "
+            f"over AOI {config.name!r}"
         )
     frame, stats = prepare_footprints(frame)
     frame = frame[["feature_id", "geometry"]].sort_values("feature_id").reset_index(drop=True)

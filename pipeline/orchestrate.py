@@ -28,6 +28,7 @@ from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.errors import ConfigError
 from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
+from pipeline.locks import audit_lock
 from pipeline.publish import publish_run, store_run_changes, stored_run_summary
 from pipeline.shard_stage import process_shard
 
@@ -87,25 +88,28 @@ def plan_step(
     """Start the run (or find the identical earlier one); its id and shard ids.
 
     ``imagery`` / ``opendata`` are what the fetch steps returned. ``reused`` is True
-    when an earlier run had the same inputs: then ``shard_ids`` is empty.
+    when an earlier run had the same inputs: then ``shard_ids`` is empty. Refuses with
+    :class:`~pipeline.locks.AuditBusyError` while another process audits the same AOI
+    and step (a scheduler serialises its own runs of one AOI).
     """
     check_step(step)
     config = get_aoi_config(ctx, aoi)
     fetch_seconds = float(imagery.get("seconds", 0.0)) + float(opendata.get("seconds", 0.0))
-    plan = start_audit(
-        ctx,
-        config,
-        step,
-        imagery=_ref(ctx, imagery, "imagery"),
-        opendata=_ref(ctx, opendata, "opendata"),
-        model_version_id=model_version_id,
-        force=force,
-        repredict=repredict,
-        bbox=bbox,
-        trigger=trigger,
-        external_id=external_id,
-        params=params,
-    )
+    with audit_lock(ctx.engine, aoi, step, home=ctx.settings.home):
+        plan = start_audit(
+            ctx,
+            config,
+            step,
+            imagery=_ref(ctx, imagery, "imagery"),
+            opendata=_ref(ctx, opendata, "opendata"),
+            model_version_id=model_version_id,
+            force=force,
+            repredict=repredict,
+            bbox=bbox,
+            trigger=trigger,
+            external_id=external_id,
+            params=params,
+        )
     return {
         "aoi": aoi,
         "step": step,

@@ -135,8 +135,9 @@ def publish_run(
     findings_4326 = findings.to_crs("EPSG:4326")
     tile_index = _tile_of(findings_4326.geometry.representative_point(), config.work_zoom)
     findings_4326 = pd.concat([findings_4326.reset_index(drop=True), tile_index], axis=1)
+    shift = config.work_zoom - config.shard_zoom
     findings_4326["shard_id"] = [
-        f"{config.shard_zoom}-{x >> (config.work_zoom - config.shard_zoom)}-{y >> (config.work_zoom - config.shard_zoom)}"
+        f"{config.shard_zoom}-{x >> shift}-{y >> shift}"
         for x, y in zip(findings_4326["tile_x"], findings_4326["tile_y"], strict=True)
     ]
 

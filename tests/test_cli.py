@@ -58,7 +58,8 @@ def test_aoi_add_and_list(tmp_path: Path) -> None:
     aoi = tmp_path / "town.yaml"
     aoi.write_text(
         "name: town\nbbox: [8.54, 47.36, 8.545, 47.365]\n"
-        "imagery: {kind: geotiff, path: 'img/{step}.tif'}\nopendata: {kind: vector, path: b.geojson}\n"
+        "imagery: {kind: geotiff, path: 'img/{step}.tif'}\n"
+        "opendata: {kind: vector, path: b.geojson}\n"
     )
     result = runner.invoke(app, ["aoi", "add", str(aoi)])
     assert result.exit_code == 0, result.output

@@ -25,7 +25,8 @@ def add(path: Annotated[Path, typer.Argument(help="AOI YAML file.")]) -> None:
     n_tiles = len(config.tiles())
     console.print(
         f"registered AOI [bold]{config.name}[/]: {config.area_km2():.2f} km², "
-        f"{n_tiles} tiles at z{config.work_zoom} in {len(config.shards())} shards at z{config.shard_zoom}"
+        f"{n_tiles} tiles at z{config.work_zoom} in {len(config.shards())} shards "
+        f"at z{config.shard_zoom}"
     )
 
 

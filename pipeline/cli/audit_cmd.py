@@ -132,6 +132,10 @@ def audit(
         tuple[float, float, float, float] | None,
         typer.Option(help="Audit only the shards touching WEST SOUTH EAST NORTH (degrees)."),
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait while another process audits the same AOI and step."),
+    ] = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a full audit of an AOI at a time step and store the results.
@@ -150,6 +154,7 @@ def audit(
         force=force,
         repredict=repredict,
         bbox=list(bbox) if bbox else None,
+        wait_s=wait,
     )
     summary = result.summary
     if as_json:

@@ -66,12 +66,14 @@ def report(aoi: AoiName, as_json: JsonFlag = False) -> None:
     latest = data["latest"]
     if latest:
         console.print(
-            f"latest run {latest['run_id']} ({latest['step']}): findings {latest['findings_by_kind']}, "
+            f"latest run {latest['run_id']} ({latest['step']}): "
+            f"findings {latest['findings_by_kind']}, "
             f"changes {latest['changes_by_kind']}"
         )
         for h in latest["hotspots"]:
             console.print(
-                f"  hotspot #{h['rank']}: tile {h['tile']} Gi*={h['gi_star']:.2f} ({h['n_findings']} findings)"
+                f"  hotspot #{h['rank']}: tile {h['tile']} Gi*={h['gi_star']:.2f} "
+                f"({h['n_findings']} findings)"
             )
 
 

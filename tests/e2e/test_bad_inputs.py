@@ -158,7 +158,8 @@ def test_bad_imagery_is_refused_and_keeps_what_was_stored(
         ('{"type": "FeatureCollection", "features": []}', r"2025-06-01\.geojson"),
         ('{"type": "FeatureCollection", "features": [', r"2025-06-01\.geojson"),
         (
-            '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "p"}, '
+            '{"type": "FeatureCollection", "features": [{"type": "Feature", '
+            '"properties": {"id": "p"}, '
             '"geometry": {"type": "Point", "coordinates": [8.546, 47.369]}}]}',
             r"polygon",
         ),
@@ -180,7 +181,8 @@ def test_malformed_aoi_file_leaves_the_registry_as_it_was(
 ) -> None:  # noqa: ANN001
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "name: tiny\nbbox: [1, 2]\nimagery: {kind: geotiff, path: x.tif}\nopendata: {kind: vector, path: y.geojson}\n"
+        "name: tiny\nbbox: [1, 2]\nimagery: {kind: geotiff, path: x.tif}\n"
+        "opendata: {kind: vector, path: y.geojson}\n"
     )
     before = counts(ctx)
     with pytest.raises(ConfigError, match=r"bad\.yaml.*bbox"):
