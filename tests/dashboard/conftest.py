@@ -1,8 +1,8 @@
 """The dashboard under Streamlit's AppTest, on the audited sample town (both dialects).
 
 ``app_env`` points the dashboard's settings at the town's database and artifacts and
-at an Airflow that is not there; ``reviews are removed after each test`` so the
-end-to-end tests that share the town see none.
+at an Airflow that is not there. Reviews written by a test are removed after it, so
+the end-to-end tests that share the town see none.
 """
 
 from __future__ import annotations
