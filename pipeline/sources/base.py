@@ -74,6 +74,11 @@ class ImagerySource(AbstractContextManager):
     def fingerprint(self) -> str:
         """Cheap identity of the input: equal fingerprints mean unchanged imagery."""
 
+    def describe(self) -> dict[str, Any]:
+        """What the input is, for validation: ``band_count``, ``dtype`` and ``crs`` where
+        known (JSON-able; a kind that cannot tell returns what it knows)."""
+        return {}
+
     def close(self) -> None:
         """Release handles; idempotent."""
 
@@ -98,6 +103,12 @@ class VectorSource(AbstractContextManager):
     @abstractmethod
     def fingerprint(self) -> str:
         """sha256 of the input bytes."""
+
+    def read_info(self) -> dict[str, Any]:
+        """What the last :meth:`read` saw before filtering, for validation: ``n_read``,
+        ``crs`` (as declared, None when absent) and ``dropped`` (count per geometry type
+        of the non-polygons left out)."""
+        return {}
 
     def close(self) -> None:
         """Release handles; idempotent."""

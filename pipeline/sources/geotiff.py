@@ -9,6 +9,7 @@ import urllib.request
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -33,6 +34,7 @@ from pipeline.sources.base import (
     resolve_path,
     sha256_files,
 )
+from pipeline.sources.retry import attempts
 from pipeline.sources.specs import GeoTiffSpec
 from pipeline.tiles import Shard, xy_bounds
 
@@ -93,7 +95,16 @@ class GeoTiffSource(ImagerySource):
             if not is_remote(path) and not Path(path).exists():
                 raise ImageryError(f"{path}: file not found")
             # remote: no directory listing / sidecar probing (a COG carries its overviews)
-            env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if is_remote(path) else {}
+            # GDAL retries HTTP 429/5xx itself (GEOAUDIT_SOURCE_ATTEMPTS in all)
+            env = (
+                {
+                    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+                    "GDAL_HTTP_MAX_RETRY": str(attempts() - 1),
+                    "GDAL_HTTP_RETRY_DELAY": "1",
+                }
+                if is_remote(path)
+                else {}
+            )
             try:
                 with rasterio.Env(**env):
                     dataset = self._stack.enter_context(rasterio.open(path))
@@ -188,6 +199,15 @@ class GeoTiffSource(ImagerySource):
         return self._stretch
 
     # -- footprint / fingerprint ---------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Band count, dtype of the bands read, and CRS of the raster."""
+        ds = self._reader.dataset
+        return {
+            "band_count": int(ds.count),
+            "dtype": str(self._dtype),
+            "crs": ds.crs.to_string() if ds.crs else None,
+        }
 
     def footprint(self) -> BaseGeometry:
         """Valid-data area in EPSG:4326, traced from the mask at <= 512 px resolution."""

@@ -32,6 +32,7 @@ from pipeline.sources.base import (
     resolve_path,
     sha256_files,
 )
+from pipeline.sources.retry import with_retries
 from pipeline.sources.specs import VectorSpec
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class VectorFileSource(VectorSource):
         self._remote = is_remote(self.path) and not self.path.startswith("/vsi")
         self._bytes: bytes | None = None
         self._fingerprint: str | None = None
+        self._read_info: dict[str, Any] = {}
         if not is_remote(self.path) and not Path(self.path).exists():
             raise VectorDataError(f"{self.path}: file not found")
         name = self.path.split("?", 1)[0].lower()
@@ -85,8 +87,13 @@ class VectorFileSource(VectorSource):
         """Polygons intersecting the WGS84 ``bbox`` (all when None), EPSG:4326, ``feature_id``."""
         gdf = self._read_raw(bbox)
         n_read = len(gdf)
+        declared = gdf.crs.to_string() if gdf.crs is not None else None
         gdf = _to_wgs84(gdf, self.path)
+        n_before = len(gdf)
+        types = gdf.geometry.geom_type.fillna("None")
         gdf = _polygons_only(gdf, self.path)
+        dropped = Counter(types[~types.index.isin(gdf.index)]) if len(gdf) < n_before else {}
+        self._read_info = {"n_read": n_read, "crs": declared, "dropped": dict(dropped)}
         if bbox is not None and len(gdf):
             gdf = gdf[gdf.intersects(shapely.box(*bbox))]
         if len(gdf) == 0:
@@ -170,6 +177,10 @@ class VectorFileSource(VectorSource):
             )
         return ids
 
+    def read_info(self) -> dict[str, Any]:
+        """``n_read``, declared ``crs`` and ``dropped`` non-polygons of the last read."""
+        return dict(self._read_info)
+
     # -- identity ---------------------------------------------------------------------
 
     def fingerprint(self) -> str:
@@ -192,7 +203,8 @@ class VectorFileSource(VectorSource):
 
 def _download(url: str) -> bytes:
     """Bytes at ``url``: http(s) with urllib, other schemes (s3://, gs://...) with fsspec."""
-    try:
+
+    def read() -> bytes:
         if url.startswith(("http://", "https://")):
             with urllib.request.urlopen(url, timeout=120) as resp:  # noqa: S310 (user's URL)
                 return resp.read()
@@ -200,12 +212,17 @@ def _download(url: str) -> bytes:
 
         with fsspec.open(url, "rb") as f:
             return f.read()
+
+    try:
+        return with_retries(read, url)
     except ImportError as exc:
         raise VectorDataError(
             f"{url}: cannot download ({exc}); install the fsspec backend"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise VectorDataError(f"{url}: cannot download ({exc})") from exc
+        tries = getattr(exc, "geoaudit_attempts", None)
+        after = f" after {tries} attempts" if tries else ""
+        raise VectorDataError(f"{url}: cannot download{after} ({exc})") from exc
 
 
 def _files_of(path: Path) -> list[Path]:

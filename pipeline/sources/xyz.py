@@ -20,6 +20,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -102,6 +103,10 @@ class XyzSource(ImagerySource):
                     "set 'zoom' to the tiles' native zoom"
                 )
         return zoom
+
+    def describe(self) -> dict[str, Any]:
+        """XYZ tiles are 8-bit RGB(A) web-mercator images."""
+        return {"band_count": 3, "dtype": "uint8", "crs": "EPSG:3857"}
 
     # -- pixels -------------------------------------------------------------------------
 
