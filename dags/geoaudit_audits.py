@@ -69,7 +69,7 @@ def _step_of(params: dict[str, Any], context: dict[str, Any]) -> str:
 
 
 def build_audit_dag(config: AoiConfig):
-    """The audit DAG ``audit__<aoi>``: fetch, validate, plan, shards (mapped), publish."""
+    """The audit DAG ``audit__<aoi>``: fetch, plan, validate, shards (mapped), changes, publish."""
     name = config.name
 
     @dag(
@@ -82,7 +82,9 @@ def build_audit_dag(config: AoiConfig):
         doc_md=(
             f"### Audit of AOI `{name}`\n\n{config.description}\n\n"
             "Fetches imagery and open data for the run's time step (its data interval, or "
-            "the `step` param), validates them, then rasterizes, predicts and scores every "
+            "the `step` param), plans the run, validates the inputs with the Great "
+            "Expectations suites (a critical failure fails the run before anything is "
+            "scored; warnings are stored and shown), then rasterizes, predicts and scores every "
             "shard as a mapped task, computes the changes against the previous step, and "
             "publishes findings, changes and the AOI score to the GeoAudit database. "
             "Params allow an ad-hoc step, model version, forced re-run and re-prediction."
@@ -132,13 +134,11 @@ def build_audit_dag(config: AoiConfig):
             return fetch_opendata_step(_context(), name, imagery["step"])
 
         @task(retries=0)
-        def validate(imagery: dict[str, Any], opendata: dict[str, Any]) -> dict[str, Any]:
-            from pipeline.orchestrate import check_snapshots
-
-            return check_snapshots(_context(), name, imagery, opendata)
-
-        @task(retries=0)
-        def plan(checked: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        def plan(
+            imagery: dict[str, Any],
+            opendata: dict[str, Any],
+            params: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
             from pipeline.orchestrate import plan_step
 
             params = params or {}
@@ -146,9 +146,9 @@ def build_audit_dag(config: AoiConfig):
             return plan_step(
                 _context(),
                 name,
-                checked["step"],
-                checked["imagery"],
-                checked["opendata"],
+                imagery["step"],
+                imagery,
+                opendata,
                 model_version_id=params.get("model_version"),
                 force=bool(params.get("force")),
                 repredict=bool(params.get("repredict")),
@@ -158,8 +158,21 @@ def build_audit_dag(config: AoiConfig):
                 params={k: v for k, v in params.items() if v is not None},
             )
 
+        @task(retries=0)
+        def validate(planned: dict[str, Any]) -> dict[str, Any]:
+            """The Great Expectations gate: a critical failure fails the run, no retry."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from pipeline.errors import ValidationFailedError
+            from pipeline.orchestrate import validate_step
+
+            try:
+                return validate_step(_context(), planned)
+            except ValidationFailedError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
         @task
-        def shard_ids(planned: dict[str, Any]) -> list[str]:
+        def shard_ids(planned: dict[str, Any], validated: dict[str, Any]) -> list[str]:
             return list(planned["shard_ids"])
 
         @task(queue=GPU_QUEUE, pool=GPU_POOL, retries=RETRIES, map_index_template="{{ shard_id }}")
@@ -175,21 +188,29 @@ def build_audit_dag(config: AoiConfig):
             return changes_step(_context(), planned)
 
         @task(outlets=[results_asset(name)], retries=RETRIES)
-        def publish(planned: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+        def publish(
+            planned: dict[str, Any], changed: dict[str, Any], validated: dict[str, Any]
+        ) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from pipeline.errors import ValidationFailedError
             from pipeline.orchestrate import publish_step
 
-            return publish_step(_context(), planned, changed)
+            try:
+                return publish_step(_context(), planned, changed, validated)
+            except ValidationFailedError as exc:  # the outputs suites: retrying cannot help
+                raise AirflowFailException(str(exc)) from exc
 
         imagery = fetch_imagery()
         opendata = fetch_opendata(imagery)
-        checked = validate(imagery, opendata)
-        planned = plan(checked)
-        done = process_shard.partial(planned=planned).expand(shard_id=shard_ids(planned))
+        planned = plan(imagery, opendata)
+        validated = validate(planned)
+        done = process_shard.partial(planned=planned).expand(shard_id=shard_ids(planned, validated))
         # changes run after every mapped shard succeeded (a failed shard fails the run
         # instead); the shards' own results stay in the database, not in XCom
         changed = changes(planned)
         done >> changed
-        publish(planned, changed)
+        publish(planned, changed, validated)
 
     return audit()
 

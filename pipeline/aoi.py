@@ -74,6 +74,49 @@ class ModelSettings(BaseModel):
     train: TrainSettings = Field(default_factory=TrainSettings)
 
 
+class ValidationSettings(BaseModel):
+    """Thresholds of the validation suites (``pipeline/validate/suites``) for this AOI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opendata_crs: str | None = Field(
+        None, description="CRS the open data must declare (e.g. EPSG:4326); None: any."
+    )
+    required_attributes: list[str] = Field(
+        default_factory=list, description="Attributes every footprint must have."
+    )
+    min_area_m2: float = Field(2.0, ge=0, description="Smallest plausible footprint.")
+    max_area_m2: float = Field(100_000.0, gt=0, description="Largest plausible footprint.")
+    area_mostly: float = Field(0.99, gt=0, le=1, description="Share that must be plausible.")
+    max_vertices: int = Field(100_000, ge=4, description="Most vertices of one footprint.")
+    max_repaired_share: float = Field(0.05, ge=0, le=1, description="Invalid share tolerated.")
+    count_change_band: float = Field(
+        0.25, ge=0, description="Feature count vs the previous step may move by this share."
+    )
+    imagery_band_counts: list[int] | None = Field(
+        None, description="Allowed band counts of the imagery source; None: any."
+    )
+    imagery_dtypes: list[str] | None = Field(
+        None, description="Allowed data types of the imagery bands; None: any."
+    )
+    max_nodata_share: float = Field(0.5, ge=0, le=1, description="Per shard, within the AOI.")
+    min_coverage: float = Field(0.9, ge=0, le=1, description="Share of the AOI with imagery.")
+    brightness_band: float = Field(
+        0.3, ge=0, description="Brightness may move by this share of the AOI's history."
+    )
+    max_colour_shift: float = Field(
+        0.08, ge=0, le=1, description="Largest change of a band's share of the colour."
+    )
+
+    @model_validator(mode="after")
+    def _check_areas(self) -> ValidationSettings:
+        if self.min_area_m2 >= self.max_area_m2:
+            raise ValueError(
+                f"min_area_m2 ({self.min_area_m2}) must be below max_area_m2 ({self.max_area_m2})"
+            )
+        return self
+
+
 class AoiConfig(BaseModel):
     """One AOI: where, at which zooms, from which sources, how often."""
 
@@ -93,6 +136,7 @@ class AoiConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     base_dir: Path | None = Field(None, exclude=True, description="Folder of the YAML file.")
 
     @field_validator("name")
@@ -320,6 +364,7 @@ __all__ = [
     "Thresholds",
     "ModelSettings",
     "TrainSettings",
+    "ValidationSettings",
     "load_aoi",
     "parse_aoi",
     "check_step",

@@ -25,6 +25,7 @@ from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
 from pipeline.locks import audit_lock
 from pipeline.publish import publish_run, stored_run_summary
 from pipeline.shard_stage import process_shard
+from pipeline.validate import validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int
 
 
 # AOI settings that do not change results; the model settings act through the model version.
-_KEY_EXCLUDE = {"description", "schedule", "owner", "tags", "steps", "model"}
+_KEY_EXCLUDE = {"description", "schedule", "owner", "tags", "steps", "model", "validation"}
 
 
 def audit_inputs_key(
@@ -183,6 +184,24 @@ def fail_run(ctx: Context, run_id: int, error: BaseException | str) -> None:
         repo.finish_run(s, run_id, "failed", error=str(error)[:4000])
 
 
+def close_abandoned_runs(ctx: Context, aoi_name: str, step: str) -> list[int]:
+    """Mark failed the local runs of the AOI and step left unfinished by a process that
+    died (killed, machine lost); call it holding the audit lock. Their ids."""
+    with Session(ctx.engine) as s, s.begin():
+        aoi_id = repo.get_aoi(s, aoi_name).id
+        ids = []
+        for run in repo.unfinished_local_runs(s, aoi_id, step):
+            repo.finish_run(
+                s, run.id, "failed", error="interrupted: its process stopped before it finished"
+            )
+            ids.append(run.id)
+    if ids:
+        log.warning(
+            "abandoned runs marked failed", extra={"aoi": aoi_name, "step": step, "runs": ids}
+        )
+    return ids
+
+
 def run_audit(
     ctx: Context,
     aoi_name: str,
@@ -229,6 +248,7 @@ def _audit(
 ) -> AuditResult:
     started = time.perf_counter()
     config = get_aoi_config(ctx, aoi_name)
+    close_abandoned_runs(ctx, aoi_name, step)
     t0 = time.perf_counter()
     imagery = fetch_imagery(ctx, config, step)
     opendata = fetch_opendata(ctx, config, step)
@@ -256,11 +276,17 @@ def _audit(
         )
     stats: list[dict[str, Any]] = []
     try:
+        validation = validate_inputs(ctx, plan.run_id)
+        validation.raise_for_critical()
         for shard_id in tqdm(
             plan.shard_ids, desc=f"audit {aoi_name} {step}", unit="shard", disable=not ctx.progress
         ):
             stats.append(process_shard(ctx, plan.run_id, shard_id))
-        summary = publish_run(ctx, plan.run_id, extra_seconds={"fetch": fetch_s})
+        summary = publish_run(
+            ctx,
+            plan.run_id,
+            extra_seconds={"fetch": fetch_s, "validate": validation.seconds},
+        )
     except (GeoAuditError, OSError, ValueError, RuntimeError) as exc:
         fail_run(ctx, plan.run_id, exc)
         raise

@@ -46,3 +46,7 @@ class NotFoundError(GeoAuditError, LookupError):
 
 class StoreError(GeoAuditError, OSError):
     """The artifact store cannot be read or written."""
+
+
+class ValidationFailedError(GeoAuditError, ValueError):
+    """A critical data-quality expectation failed; the message names the input and why."""

@@ -26,6 +26,7 @@ from pipeline.errors import CoverageError, VectorDataError
 from pipeline.mosaic import array_hash, write_mosaic
 from pipeline.rasterize import prepare_footprints
 from pipeline.sources import check_coverage, open_imagery, open_vector
+from pipeline.validate.profiles import opendata_feature_profile
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,12 @@ def _reusable(
         snap = repo.latest_snapshot(s, aoi_id, kind, step)
         if snap is None or (snap.meta or {}).get("fingerprint") != fingerprint:
             return None
+        # snapshots from before validation profiles existed are fetched again
         if kind == "imagery":
             keys = [v["key"] for v in snap.meta.get("shards", {}).values()]
+            keys += [] if "source" in snap.meta else [""]
         else:
-            keys = [snap.meta.get("key", "")]
+            keys = [snap.meta.get("key", ""), snap.meta.get("profile_key", "")]
         if not all(k and ctx.store.exists(k) for k in keys):
             return None
         return SnapshotRef(snap.id, snap.content_hash, reused=True)
@@ -86,6 +89,7 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
             log.info("imagery unchanged, snapshot reused", extra={"aoi": config.name, "step": step})
             return reused
         coverage = check_coverage(source, config.geometry)
+        described = source.describe()
         shard_meta: dict[str, dict[str, object]] = {}
         for shard in tqdm(
             shards, desc=f"fetch imagery {step}", unit="shard", disable=not ctx.progress
@@ -120,7 +124,12 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
             content_hash=content_hash,
             uri=ctx.store.uri(f"aois/{config.name}/imagery/{step}/{fingerprint[:16]}"),
             feature_count=len(shard_meta),
-            meta={"fingerprint": fingerprint, "coverage": coverage, "shards": shard_meta},
+            meta={
+                "fingerprint": fingerprint,
+                "coverage": coverage,
+                "shards": shard_meta,
+                "source": described,
+            },
         )
         return SnapshotRef(snap.id, content_hash, reused=False)
 
@@ -132,10 +141,16 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
         aoi_id = repo.get_aoi(s, config.name).id
     with open_vector(config.opendata, step=step, base_dir=config.base_dir) as source:
         fingerprint = source.fingerprint()
+        required = config.validation.required_attributes
+        if required:  # the stored profile counts them: another list needs another profile
+            fingerprint = hashlib.sha256(f"{fingerprint}|{sorted(required)}".encode()).hexdigest()
         reused = _reusable(ctx, aoi_id, "opendata", step, fingerprint)
         if reused:
             return reused
         frame = source.read(bbox=config.bounds)
+        read_info = source.read_info()
+    # profiled as read (before clipping and repair): NaN coordinates, invalid rings, etc.
+    profile = opendata_feature_profile(frame, config.validation.required_attributes)
     frame = frame[frame.intersects(config.geometry)]
     if frame.empty:
         raise VectorDataError(
@@ -151,6 +166,8 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
         frame["feature_id"].str.cat(sep="\n").encode() + b"".join(frame.geometry.to_wkb())
     ).hexdigest()
     key = opendata_key(config.name, step, content_hash)
+    profile_key = key.replace(".parquet", ".profile.parquet")
+    ctx.store.write_bytes(profile_key, profile.to_parquet(index=False))
     uri = ctx.store.write_bytes(key, data)
     with Session(ctx.engine) as s, s.begin():
         snap = repo.add_snapshot(
@@ -162,7 +179,13 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> SnapshotRef:
             content_hash=content_hash,
             uri=uri,
             feature_count=len(frame),
-            meta={"fingerprint": fingerprint, "key": key, "repair": _jsonable(stats)},
+            meta={
+                "fingerprint": fingerprint,
+                "key": key,
+                "profile_key": profile_key,
+                "repair": _jsonable(stats),
+                "source": read_info,
+            },
         )
         return SnapshotRef(snap.id, content_hash, reused=False)
 

@@ -8,10 +8,11 @@ in-process equivalent is :func:`pipeline.audit.run_audit`.
     imagery = fetch_imagery_step(ctx, aoi, step)
     opendata = fetch_opendata_step(ctx, aoi, step)
     plan = plan_step(ctx, aoi, step, imagery, opendata, ...)
+    validated = validate_step(ctx, plan)           # the gate: stops on critical failures
     for shard_id in plan["shard_ids"]:            # one mapped task each
         shard_step(ctx, plan["run_id"], shard_id)
     changes = changes_step(ctx, plan)
-    publish_step(ctx, plan, changes)
+    publish_step(ctx, plan, changes, validated)
 """
 
 from __future__ import annotations
@@ -95,13 +96,15 @@ def plan_step(
     check_step(step)
     config = get_aoi_config(ctx, aoi)
     fetch_seconds = float(imagery.get("seconds", 0.0)) + float(opendata.get("seconds", 0.0))
+    refs = (_ref(ctx, imagery, "imagery"), _ref(ctx, opendata, "opendata"))
+    _check_snapshots_belong(ctx, aoi, step, refs)
     with audit_lock(ctx.engine, aoi, step, home=ctx.settings.home):
         plan = start_audit(
             ctx,
             config,
             step,
-            imagery=_ref(ctx, imagery, "imagery"),
-            opendata=_ref(ctx, opendata, "opendata"),
+            imagery=refs[0],
+            opendata=refs[1],
             model_version_id=model_version_id,
             force=force,
             repredict=repredict,
@@ -139,7 +142,10 @@ def changes_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish_step(
-    ctx: Context, plan: dict[str, Any], changes: dict[str, Any] | None = None
+    ctx: Context,
+    plan: dict[str, Any],
+    changes: dict[str, Any] | None = None,
+    validated: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Findings, hotspots and the AOI score of a planned run (and its changes, unless
     :func:`changes_step` stored them); a small summary.
@@ -153,6 +159,8 @@ def publish_step(
         extra = {"fetch": float(plan.get("fetch_seconds", 0.0))}
         if changes is not None:
             extra["changes"] = float(changes.get("seconds", 0.0))
+        if validated is not None:
+            extra["validate"] = float(validated.get("seconds", 0.0))
         summary = publish_run(ctx, run_id, extra_seconds=extra, changes_stored=changes is not None)
     return {
         "run_id": run_id,
@@ -185,30 +193,42 @@ def record_failure(ctx: Context, run_id: int, reason: str) -> None:
         fail_run(ctx, int(run_id), reason)
 
 
-def check_snapshots(
-    ctx: Context, aoi: str, imagery: dict[str, Any], opendata: dict[str, Any]
-) -> dict[str, Any]:
-    """Gate before scoring: both snapshots exist, belong to ``aoi`` and its step, and the
-    imagery covers at least one shard. Returns what the plan step needs.
-
-    Raises ConfigError (the run must not start) otherwise.
-    """
-    step = str(imagery.get("step") or "")
-    check_step(step)
-    img, od = _ref(ctx, imagery, "imagery"), _ref(ctx, opendata, "opendata")
+def _check_snapshots_belong(
+    ctx: Context, aoi: str, step: str, refs: tuple[SnapshotRef, SnapshotRef]
+) -> None:
+    """Both snapshots belong to ``aoi`` and ``step``, and the imagery covers a shard;
+    ConfigError (the run must not start) otherwise."""
     with Session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, aoi).id
-        for ref in (img, od):
+        for ref in refs:
             snap = repo.get_snapshot(s, ref.id)
             if snap.aoi_id != aoi_id or snap.step != step:
                 raise ConfigError(
                     f"snapshot {snap.id} is of AOI id {snap.aoi_id} step {snap.step!r}, "
                     f"not of {aoi!r} step {step!r}"
                 )
-        shards = dict(repo.get_snapshot(s, img.id).meta or {}).get("shards", {})
-    if not shards:
-        raise ConfigError(f"imagery snapshot {img.id} of {aoi!r} {step} covers no shard")
-    return {"step": step, "imagery": imagery, "opendata": opendata, "n_shards": len(shards)}
+        imagery = repo.get_snapshot(s, refs[0].id)
+        if not dict(imagery.meta or {}).get("shards"):
+            raise ConfigError(f"imagery snapshot {imagery.id} of {aoi!r} {step} covers no shard")
+
+
+def validate_step(ctx: Context, plan: dict[str, Any]) -> dict[str, Any]:
+    """The gate before scoring: the Great Expectations suites on the planned run's
+    snapshots, stored on the run. A critical failure marks the run failed with the
+    reason and raises :class:`~pipeline.errors.ValidationFailedError`; warnings are
+    returned. A reused run was validated when it ran: nothing to do.
+    """
+    from pipeline.errors import ValidationFailedError
+    from pipeline.validate import validate_inputs
+
+    run_id = int(plan["run_id"])
+    if plan.get("reused"):
+        return {"run_id": run_id, "reused": True, "success": True}
+    report = validate_inputs(ctx, run_id)
+    if report.critical:
+        record_failure(ctx, run_id, report.reason())
+        raise ValidationFailedError(report.reason())
+    return {"run_id": run_id, "reused": False, **report.summary()}
 
 
 def retrain_step(

@@ -28,6 +28,7 @@ from pipeline.score.match import MatchConfig, match_buildings
 from pipeline.score.vectorize import merge_across_edges
 from pipeline.shard_stage import RunInputs, buildings_key, load_run_inputs, opendata_frame
 from pipeline.tiles import Tile
+from pipeline.validate import validate_outputs
 
 log = logging.getLogger(__name__)
 WEB_MERCATOR = "EPSG:3857"
@@ -176,6 +177,10 @@ def publish_run(
 
         buildings_uri = ctx.store.write_bytes(run_buildings_key(run_id), _to_parquet(buildings))
         changes = changes_for_run(ctx, inputs, buildings, opendata, footprint=footprint)
+    # the outputs suites: nothing is published from rows that break them
+    validate_outputs(
+        ctx, run_id, config, inputs.step, tiles, findings_4326, shard_ids
+    ).raise_for_critical()
     publish_s = time.perf_counter() - t0
 
     stage_seconds = _stage_seconds(shard_rows, extra_seconds or {}, publish_s)

@@ -20,6 +20,7 @@ COMMANDS = [
     ["fetch"],
     ["train"],
     ["predict"],
+    ["validate"],
     ["audit"],
     ["changes"],
     ["report"],

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import aoi_cmd, audit_cmd, demo_cmd, export_cmd, models_cmd, sample_cmd, setup_cmd
+from pipeline.cli import (
+    aoi_cmd,
+    audit_cmd,
+    demo_cmd,
+    export_cmd,
+    models_cmd,
+    sample_cmd,
+    setup_cmd,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="geoaudit",
@@ -18,6 +27,7 @@ app.add_typer(sample_cmd.app, name="sample")
 app.command("fetch")(audit_cmd.fetch)
 app.command("train")(audit_cmd.train)
 app.command("predict")(audit_cmd.predict)
+app.command("validate")(validate_cmd.validate)
 app.command("audit")(audit_cmd.audit)
 app.command("changes")(export_cmd.changes)
 app.command("report")(export_cmd.report)

@@ -57,6 +57,10 @@ from pipeline.errors import NotFoundError
 __all__ = [
     "add_snapshot",
     "add_validation_result",
+    "previous_snapshot",
+    "unfinished_local_runs",
+    "replace_validation_results",
+    "validation_history",
     "aoi_scores",
     "archive",
     "cached_prediction",
@@ -326,6 +330,18 @@ def latest_run(
         q = q.where(Run.status == _run_status(status))
     q = q.order_by(Run.step.desc(), Run.started_at.desc(), Run.id.desc()).limit(1)
     return s.scalars(q).first()
+
+
+def unfinished_local_runs(s: Session, aoi_id: int, step: str) -> list[Run]:
+    """Queued or running runs of the AOI and step that no scheduler owns (no
+    ``external_id``): while the caller holds the audit lock, their process is gone."""
+    q = select(Run).where(
+        Run.aoi_id == aoi_id,
+        Run.step == step,
+        Run.status.in_(("queued", "running")),
+        Run.external_id.is_(None),
+    )
+    return list(s.scalars(q.order_by(Run.id)))
 
 
 def previous_run(s: Session, aoi_id: int, before_step: str) -> Run | None:
@@ -614,6 +630,76 @@ def add_validation_result(
     s.add(result)
     s.flush()
     return result
+
+
+def replace_validation_results(
+    s: Session,
+    outcomes: Sequence[Mapping[str, Any]],
+    *,
+    run_id: int | None,
+) -> list[int]:
+    """Store suite outcomes (``suite``, ``success``, ``severity``, ``statistics``,
+    ``failed``, ``snapshot_id``), replacing earlier results of the same suites for the
+    same run (or, without a run, for the same snapshots): re-validating is idempotent."""
+    for item in outcomes:
+        q = delete(ValidationResult).where(ValidationResult.suite == item["suite"])
+        if run_id is not None:
+            q = q.where(ValidationResult.run_id == run_id)
+        else:
+            q = q.where(
+                ValidationResult.run_id.is_(None),
+                ValidationResult.snapshot_id == item.get("snapshot_id"),
+            )
+        s.execute(q)
+    ids = []
+    for item in outcomes:
+        row = add_validation_result(
+            s,
+            item["suite"],
+            item["success"],
+            item["severity"],
+            statistics=item.get("statistics"),
+            failed=item.get("failed"),
+            run_id=run_id,
+            snapshot_id=item.get("snapshot_id"),
+        )
+        ids.append(row.id)
+    return ids
+
+
+def previous_snapshot(s: Session, aoi_id: int, kind: str, before_step: str) -> Snapshot | None:
+    """The newest snapshot of ``kind`` for the AOI at the latest step before ``before_step``."""
+    q = (
+        select(Snapshot)
+        .where(Snapshot.aoi_id == aoi_id, Snapshot.kind == kind, Snapshot.step < before_step)
+        .order_by(Snapshot.step.desc(), Snapshot.created_at.desc(), Snapshot.id.desc())
+        .limit(1)
+    )
+    return s.scalars(q).first()
+
+
+def validation_history(
+    s: Session, aoi_id: int, suite: str, before_step: str, *, limit: int = 12
+) -> list[dict[str, Any]]:
+    """Statistics of the latest result of ``suite`` per earlier step of the AOI (newest
+    step first), taken on that step's snapshots."""
+    q = (
+        select(Snapshot.step, ValidationResult.statistics)
+        .join(Snapshot, Snapshot.id == ValidationResult.snapshot_id)
+        .where(
+            Snapshot.aoi_id == aoi_id,
+            Snapshot.step < before_step,
+            ValidationResult.suite == suite,
+        )
+        .order_by(Snapshot.step.desc(), ValidationResult.id.desc())
+    )
+    seen: dict[str, dict[str, Any]] = {}
+    for step, stats in s.execute(q):
+        if step not in seen and stats:
+            seen[step] = dict(stats)
+        if len(seen) >= limit:
+            break
+    return list(seen.values())
 
 
 def aoi_scores(s: Session, aoi_id: int) -> list[AoiScore]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pipeline.db import repo
 from pipeline.db.models import Run
 from pipeline.demo import create_sample_aoi
 from pipeline.settings import Settings
+from pipeline.shard_stage import labels_key
 from pipeline.training import train_aoi_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -36,6 +38,7 @@ class AirflowSetup:
     aoi: str
     steps: tuple[str, ...]
     champion_id: int
+    sample_root: Path
 
     def run(self, dag_id: str, conf: dict, logical_date: str | None = None) -> dict:
         """``dag.test()`` in a fresh interpreter; its JSON outcome."""
@@ -83,7 +86,7 @@ def airflow_setup(tmp_path_factory, _pg_server) -> Iterator[AirflowSetup]:
         timeout=600,
     )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    yield AirflowSetup(ctx, env, config.name, info.steps, champion.model_version_id)
+    yield AirflowSetup(ctx, env, config.name, info.steps, champion.model_version_id, info.root)
     ctx.engine.dispose()
 
 
@@ -172,15 +175,17 @@ def test_retraining_promotes_only_a_better_challenger(airflow_setup) -> None:
 
 def test_a_failing_shard_fails_the_dag_run_and_the_geoaudit_run(airflow_setup) -> None:
     af = airflow_setup
-    # a shard mosaic of step 2 corrupted after fetching: its task cannot read it
+    # the stored label mosaic of a shard of step 2 corrupted (validation does not read
+    # labels): that shard's task cannot read it
     step = af.steps[1]
     out = af.run(f"audit__{af.aoi}", {"step": step, "force": True})
     assert out["state"] == "success"
     run = af.run_by_airflow_id(out["run_id"])
     with Session(af.ctx.engine) as s:
-        key = dict(repo.get_snapshot(s, run.imagery_snapshot_id).meta)["shards"]
-    first_key = next(iter(key.values()))["key"]
-    path = Path(af.ctx.store.path(first_key))
+        snapshot = repo.get_snapshot(s, run.opendata_snapshot_id)
+        shard_id = repo.get_run(s, run.id).shards[0].shard_id
+        key = labels_key(af.aoi, snapshot.content_hash, shard_id)
+    path = Path(af.ctx.store.path(key))
     saved = path.read_bytes()
     try:
         path.write_bytes(b"not a tiff")
@@ -195,3 +200,32 @@ def test_a_failing_shard_fails_the_dag_run_and_the_geoaudit_run(airflow_setup) -
     with Session(af.ctx.engine) as s:
         runs = s.scalars(select(Run).where(Run.step == step, Run.status == "succeeded")).all()
     assert runs  # earlier results of the step are untouched
+
+
+def test_a_critical_validation_failure_stops_the_dag_before_any_shard(airflow_setup) -> None:
+    af = airflow_setup
+    # a new step whose open data has a footprint with NaN coordinates
+    step = "2031-01-01"
+    shutil.copyfile(
+        af.sample_root / "imagery" / f"{af.steps[1]}.tif",
+        af.sample_root / "imagery" / f"{step}.tif",
+    )
+    data = json.loads((af.sample_root / "opendata" / f"{af.steps[1]}.geojson").read_text())
+    broken = json.loads(json.dumps(data["features"][0]))
+    broken["properties"]["id"] = "nan-dag"
+    broken["geometry"]["coordinates"][0][1][0] = float("nan")
+    data["features"].append(broken)
+    (af.sample_root / "opendata" / f"{step}.geojson").write_text(json.dumps(data))
+
+    failed = af.run(f"audit__{af.aoi}", {"step": step})
+    assert failed["state"] == "failed"
+    assert _states(failed, "validate") == ["failed"]
+    assert set(_states(failed, "shard_ids")) == {"upstream_failed"}
+    assert not any(
+        t["task_id"] == "process_shard" and t["state"] == "success" for t in failed["tasks"]
+    )
+    run = af.run_by_airflow_id(failed["run_id"])
+    assert run.status == "failed"
+    assert "validation failed (critical)" in run.error and "nan-dag" in run.error
+    with Session(af.ctx.engine) as s:
+        assert repo.tile_scores_frame(s, run.id).empty  # nothing was scored

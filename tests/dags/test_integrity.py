@@ -87,10 +87,14 @@ def test_audit_dag_shape(dagbag) -> None:
     fetch = dag.get_task("fetch_imagery")
     assert fetch.retry_exponential_backoff
     # the graph: fetch -> validate -> plan -> mapped shards -> changes -> publish, no cycles
-    assert dag.get_task("validate").upstream_task_ids == {"fetch_imagery", "fetch_opendata"}
+    assert dag.get_task("plan").upstream_task_ids == {"fetch_imagery", "fetch_opendata"}
+    # the gate sits between the plan (the run exists, so a failure is recorded on it)
+    # and the first shard
+    assert dag.get_task("validate").upstream_task_ids == {"plan"}
+    assert dag.get_task("shard_ids").upstream_task_ids == {"plan", "validate"}
     assert "shard_ids" in dag.get_task("process_shard").upstream_task_ids
     assert dag.get_task("changes").upstream_task_ids == {"plan", "process_shard"}
-    assert dag.get_task("publish").upstream_task_ids == {"plan", "changes"}
+    assert dag.get_task("publish").upstream_task_ids == {"plan", "changes", "validate"}
     assert [t.task_id for t in dag.topological_sort()][-1] == "publish"
     assert set(dag.params) == {"step", "model_version", "bbox", "force", "repredict"}
 
