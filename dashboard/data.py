@@ -177,3 +177,18 @@ def save_review(aoi_id: int, target: str, verdict: str, **kwargs: Any) -> int:
         review_id = repo.upsert_review(s, aoi_id, target, verdict, **kwargs).id
     query.clear()
     return review_id
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
+def _artifact(key: tuple[str, str, str], artifact_key: str) -> bytes | None:
+    from pipeline.errors import StoreError
+
+    try:
+        return _context(*key).store.read_bytes(artifact_key)
+    except StoreError:
+        return None
+
+
+def artifact_bytes(artifact_key: str) -> bytes | None:
+    """Bytes of an artifact (e.g. a Data Docs page), or None when it is gone."""
+    return _artifact(db_key(), artifact_key)

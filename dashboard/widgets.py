@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import geopandas as gpd
 import pandas as pd
 import streamlit as st
@@ -107,3 +110,13 @@ def _shown_url() -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(data.settings().resolved_database_url).render_as_string(hide_password=True)
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value as Python (SQLite returns text, PostgreSQL parsed JSON)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict | list) else None

@@ -7,9 +7,54 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from dashboard.widgets import duration
+from dashboard.widgets import duration, json_value
 from pipeline.airflow_api import AirflowClient, AirflowError, audit_conf, audit_dag_id
 from pipeline.errors import ConfigError
+
+
+def show_validation(checks: pd.DataFrame) -> None:
+    """The run's validation suites: result, worst failure, failed expectations, and
+    each suite's Great Expectations Data Docs page to download."""
+    stats = [json_value(v) or {} for v in checks["statistics"]]
+    failed = [json_value(v) or [] for v in checks["failed"]]
+    table = pd.DataFrame(
+        {
+            "suite": checks["suite"],
+            "input": [s.get("input", "") for s in stats],
+            "result": ["passed" if ok else "failed" for ok in checks["success"]],
+            "worst failure": checks["severity"],
+            "failed expectations": [
+                "; ".join(f"{f.get('severity')}: {f.get('problem')}" for f in items)
+                for items in failed
+            ],
+            "checked at": checks["created_at"],
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    for level, shown in (("critical", st.error), ("warning", st.warning)):
+        for suite, items in zip(checks["suite"], failed, strict=True):
+            for f in items:
+                if f.get("severity") == level:
+                    shown(
+                        f"{suite}: {f.get('problem')} ({f.get('unexpected_count') or ''} "
+                        f"{f.get('examples') or f.get('observed') or ''})"
+                    )
+    keys = {s: st_.get("data_docs_key") for s, st_ in zip(checks["suite"], stats, strict=True)}
+    keys = {s: k for s, k in keys.items() if k}
+    if keys:
+        suite = st.selectbox("Data Docs of suite", list(keys), key="docs_suite")
+        page = data.artifact_bytes(keys[suite])
+        if page is None:
+            st.caption(f"The Data Docs page of {suite} is no longer in the artifact store.")
+        else:
+            st.download_button(
+                f"Download Data Docs ({suite})",
+                page,
+                file_name=f"{suite}.html",
+                mime="text/html",
+                key="docs_download",
+            )
+
 
 st.title("Runs")
 
@@ -74,7 +119,7 @@ else:
     if checks.empty:
         st.caption(f"Run {run_pick} has no stored validation results.")
     else:
-        st.dataframe(checks, hide_index=True, width="stretch")
+        show_validation(checks)
 
 st.divider()
 st.subheader("Trigger an ad-hoc audit")
