@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.db import repo
-from pipeline.db.models import Change, Finding, ModelVersion, Run, TileScore
+from pipeline.db.models import Change, Finding, ModelVersion, Run, TileScore, ValidationResult
 
 PAGES = {
     "overview": "GeoAudit: open data against imagery",
@@ -201,6 +201,22 @@ def test_runs_page_lists_every_run(open_page, app_env):
     assert {m.label: m.value for m in at.metric}["Succeeded"] == str(
         sum(r.status == "succeeded" for r in runs)
     )
+
+
+def test_runs_page_shows_the_validation_suites_of_a_run(open_page, app_env):
+    with Session(app_env.engine) as s:
+        run = s.scalars(select(Run).order_by(Run.started_at.desc(), Run.id.desc())).first()
+        stored = s.scalars(select(ValidationResult).where(ValidationResult.run_id == run.id)).all()
+    at = open_page("runs")
+    assert at.selectbox(key="run_detail").value == run.id
+    table = at.dataframe[1].value
+    assert sorted(table["suite"]) == sorted(r.suite for r in stored)
+    assert list(table["result"]) == [
+        "passed" if r.success else "failed" for r in sorted(stored, key=lambda r: -r.id)
+    ]
+    assert at.selectbox(key="docs_suite").options
+    (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Download Data")]
+    assert "Data Docs" in button.proto.label
 
 
 def test_trigger_against_unreachable_airflow_says_so(open_page):
