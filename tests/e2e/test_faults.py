@@ -1,0 +1,155 @@
+"""Faults in the middle of an audit: a lost database connection, a killed process, an
+artifact store that refuses writes. Each ends in a clear error, a rolled-back shard or a
+recorded failed run, and a re-run that completes with no duplicates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from pipeline.audit import run_audit
+from pipeline.db import repo
+from pipeline.db.models import Run, RunShard, TileScore
+from pipeline.demo import SAMPLE_AOI
+from pipeline.errors import StoreError
+from pipeline.fetch import fetch_imagery
+from pipeline.orchestrate import (
+    changes_step,
+    fetch_imagery_step,
+    fetch_opendata_step,
+    plan_step,
+    publish_step,
+    shard_step,
+    validate_step,
+)
+from pipeline.predictions import prediction_key
+
+from .test_validation_gate import haze
+
+pytestmark = pytest.mark.slow
+KILLER = Path(__file__).parents[1] / "kill_mid_shard.py"
+
+
+def tile_rows(ctx, run_id: int) -> tuple[int, int]:  # noqa: ANN001
+    """(rows, distinct tiles) of a run's tile scores."""
+    with Session(ctx.engine) as s:
+        rows = s.execute(
+            select(TileScore.z, TileScore.x, TileScore.y).where(TileScore.run_id == run_id)
+        ).all()
+    return len(rows), len(set(rows))
+
+
+def test_connection_lost_while_storing_a_shard_rolls_back_and_a_rerun_is_clean(
+    small_town,  # noqa: ANN001
+) -> None:
+    if small_town.dialect != "postgres":
+        pytest.skip("a server connection to terminate is a PostgreSQL matter")
+    ctx = small_town.ctx
+    step = small_town.new_step("2032-01-01", imagery=haze(0.02))
+    img = fetch_imagery_step(ctx, SAMPLE_AOI, step)
+    od = fetch_opendata_step(ctx, SAMPLE_AOI, step)
+    plan = plan_step(ctx, SAMPLE_AOI, step, img, od, trigger="cli", external_id="fault-1")
+    validated = validate_step(ctx, plan)
+    shard_id = plan["shard_ids"][0]
+    admin = create_engine(ctx.engine.url)
+
+    def terminate(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+        if statement.lstrip().upper().startswith("INSERT INTO TILE_SCORE"):
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    event.listen(ctx.engine, "before_cursor_execute", terminate)
+    try:
+        with pytest.raises(OperationalError):
+            shard_step(ctx, plan["run_id"], shard_id)
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", terminate)
+        admin.dispose()
+    # the shard's transaction was rolled back: no row of it, the shard not done
+    assert tile_rows(ctx, plan["run_id"]) == (0, 0)
+    with Session(ctx.engine) as s:
+        done = s.scalars(
+            select(RunShard).where(RunShard.run_id == plan["run_id"], RunShard.status == "done")
+        ).all()
+    assert done == []
+    # the re-run (a retried task) completes the run with one row per tile
+    for sid in plan["shard_ids"]:
+        shard_step(ctx, plan["run_id"], sid)
+    shard_step(ctx, plan["run_id"], shard_id)  # and once more: it replaces, not appends
+    rows, distinct = tile_rows(ctx, plan["run_id"])
+    assert rows == distinct > 0
+    publish_step(ctx, plan, changes_step(ctx, plan), validated)
+    with Session(ctx.engine) as s:
+        assert repo.get_run(s, plan["run_id"]).status == "succeeded"
+
+
+def test_process_killed_in_the_middle_of_a_shard_then_a_rerun_is_clean(small_town) -> None:  # noqa: ANN001
+    ctx = small_town.ctx
+    step = small_town.new_step("2032-02-01", imagery=haze(0.03))
+    url = ctx.settings.database_url or ""
+    killed = subprocess.run(
+        [sys.executable, str(KILLER), str(ctx.settings.home), url, SAMPLE_AOI, step],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "killing" in killed.stdout
+    with Session(ctx.engine) as s:
+        dead = s.scalars(select(Run).where(Run.step == step)).one()
+        assert dead.status == "running"  # the process is gone, nobody finished it
+    assert tile_rows(ctx, dead.id) == (0, 0)  # its open shard transaction left nothing
+    # the lock died with the process: a re-run starts at once, closes the dead run and
+    # completes with one row per tile
+    result = run_audit(ctx, SAMPLE_AOI, step)
+    with Session(ctx.engine) as s:
+        dead = s.get(Run, dead.id)
+        assert dead.status == "failed" and dead.error.startswith("interrupted")
+        assert repo.get_run(s, result.run_id).status == "succeeded"
+    rows, distinct = tile_rows(ctx, result.run_id)
+    assert rows == distinct > 0
+
+
+def test_unwritable_artifact_store_fails_the_run_with_nothing_half_written(
+    small_town,  # noqa: ANN001
+) -> None:
+    ctx = small_town.ctx
+    step = small_town.new_step("2032-03-01", imagery=haze(0.04))
+    imagery = fetch_imagery(ctx, small_town.config, step)
+    with Session(ctx.engine) as s:
+        shards = dict(repo.get_snapshot(s, imagery.id).meta)["shards"]
+        model = repo.production_model(s, "buildings")
+    shard_id, meta = next(iter(shards.items()))
+    key = prediction_key(SAMPLE_AOI, model.id, meta["hash"], shard_id)
+    blocker = Path(ctx.store.path(key)).parent
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the predictions folder should go")
+    before = sorted(p for p in Path(ctx.settings.resolved_artifact_root).rglob("*") if p.is_file())
+    try:
+        with pytest.raises(StoreError, match="not writable"):
+            run_audit(ctx, SAMPLE_AOI, step)
+        with Session(ctx.engine) as s:
+            run = s.scalars(select(Run).where(Run.step == step)).one()
+            assert run.status == "failed" and "not writable" in run.error
+            assert (
+                s.scalar(
+                    select(func.count()).select_from(TileScore).where(TileScore.run_id == run.id)
+                )
+                == 0
+            )
+        after = sorted(
+            p for p in Path(ctx.settings.resolved_artifact_root).rglob("*") if p.is_file()
+        )
+        assert not [p for p in after if p.name.startswith(".tmp-")]  # no half-written file
+        # only whole artifacts were added (labels, validation pages), none of them partial
+        assert set(before) <= set(after)
+    finally:
+        blocker.unlink()
+    assert run_audit(ctx, SAMPLE_AOI, step).summary["n_findings"] >= 0
