@@ -72,6 +72,8 @@ def test_polygon_aoi_covers_fewer_tiles_than_its_bbox(tmp_path: Path) -> None:
             r"opendata\.nope: Extra inputs",
         ),
         ({"steps": ["2025-13-01"]}, r"not a calendar date"),
+        ({"validation": {"min_area_m2": 500, "max_area_m2": 50}}, r"must be below max_area_m2"),
+        ({"validation": {"max_nodata": 0.5}}, r"validation\.max_nodata: Extra inputs"),
         ({"steps": ["last week"]}, r"ISO date"),
         (
             {"polygon": {"type": "Point", "coordinates": [1, 2]}},

@@ -244,7 +244,12 @@ def check_coverage(source: ImagerySource, aoi: BaseGeometry) -> float:
     if aoi.is_empty or aoi.area == 0:
         raise CoverageError(f"AOI polygon is empty; cannot check coverage of {source.path}")
     aoi_m = to_web_mercator(aoi)
-    covered = to_web_mercator(source.footprint()).intersection(aoi_m).area
+    footprint = source.footprint()
+    if footprint.is_empty:
+        raise CoverageError(
+            f"{source.path}: imagery has no valid pixels (every pixel is nodata or masked)"
+        )
+    covered = to_web_mercator(footprint).intersection(aoi_m).area
     share = min(1.0, covered / aoi_m.area)
     if share <= 0.0:
         bounds = ", ".join(f"{v:.5f}" for v in aoi.bounds)

@@ -176,6 +176,33 @@ def test_bad_open_data_is_refused_and_keeps_what_was_stored(
     assert counts(ctx) == before
 
 
+def test_all_nodata_imagery_is_refused_and_keeps_what_was_stored(ctx, good_aoi: Path) -> None:  # noqa: ANN001
+    before = counts(ctx)
+    path = good_aoi / f"{STEP}.tif"
+    with rasterio.open(path) as src:
+        profile = src.profile
+    profile.update(nodata=0)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.zeros((profile["count"], profile["height"], profile["width"]), np.uint8))
+    with pytest.raises(CoverageError, match=r"2025-06-01\.tif: imagery has no valid pixels"):
+        fetch_imagery(ctx, get_aoi_config(ctx, "tiny"), STEP)
+    assert counts(ctx) == before
+
+
+def test_coordinates_in_latitude_longitude_order_are_refused(ctx, good_aoi: Path) -> None:  # noqa: ANN001
+    path = good_aoi / f"{STEP}.geojson"
+    data = json.loads(path.read_text())
+    for feature in data["features"]:
+        ring = feature["geometry"]["coordinates"][0]
+        feature["geometry"]["coordinates"][0] = [[lat, lon] for lon, lat in ring]
+    path.write_text(json.dumps(data))
+    before = counts(ctx)
+    # (47.37, 8.55) is a valid lon/lat in the Arabian Sea: nothing falls in the AOI
+    with pytest.raises(VectorDataError, match=r"2025-06-01\.geojson.*no polygon over AOI 'tiny'"):
+        fetch_opendata(ctx, get_aoi_config(ctx, "tiny"), STEP)
+    assert counts(ctx) == before
+
+
 def test_malformed_aoi_file_leaves_the_registry_as_it_was(
     ctx, good_aoi: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001

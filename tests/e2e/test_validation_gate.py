@@ -241,3 +241,26 @@ def test_cli_validate_prints_the_suites_and_exits_1_on_critical(small_town, monk
     assert failed.exit_code == 1, failed.output
     assert "opendata.features" in failed.output and "NaN coordinates" in failed.output
     assert "Data Docs:" in failed.output
+
+
+def test_bow_ties_are_repaired_counted_and_warned_about(small_town) -> None:  # noqa: ANN001
+    n_bad = 0
+
+    def twist(path: Path) -> None:
+        nonlocal n_bad
+        data = json.loads(path.read_text())
+        for feature in data["features"][::2]:  # every other box footprint: a bow-tie
+            ring = feature["geometry"]["coordinates"][0]
+            if feature["geometry"]["type"] == "Polygon" and len(ring) == 5:
+                ring[1], ring[2] = ring[2], ring[1]
+                n_bad += 1
+        path.write_text(json.dumps(data))
+
+    step = small_town.new_step("2030-08-01", opendata=twist)
+    result = run_audit(small_town.ctx, SAMPLE_AOI, step)
+    assert n_bad >= 5
+    features = results_of(small_town.ctx, result.run_id)["opendata.features"]
+    assert features.severity == "warning"
+    invalid = next(f for f in features.failed if f["column"] == "is_valid")
+    assert invalid["unexpected_count"] == n_bad
+    assert last_run(small_town.ctx, step).status == "succeeded"
