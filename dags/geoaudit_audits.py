@@ -42,9 +42,21 @@ def reviews_asset(aoi: str) -> Asset:
 
 
 def _context():
-    from pipeline.context import open_context
+    """GeoAudit's database and artifact store, with its secrets masked in task logs."""
+    from airflow.sdk.log import mask_secret
+    from sqlalchemy.engine import make_url
 
-    return open_context()
+    from pipeline.context import open_context
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    password = make_url(settings.resolved_database_url).password
+    if password:
+        mask_secret(str(password))
+    for secret in (settings.airflow_password, settings.review_password):
+        if secret is not None:
+            mask_secret(secret.get_secret_value())
+    return open_context(settings)
 
 
 def _record_failure(context: dict[str, Any]) -> None:

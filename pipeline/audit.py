@@ -24,6 +24,7 @@ from pipeline.errors import GeoAuditError, NotFoundError
 from pipeline.fetch import SnapshotRef, fetch_imagery, fetch_opendata
 from pipeline.locks import audit_lock
 from pipeline.publish import publish_run, stored_run_summary
+from pipeline.redact import redact
 from pipeline.shard_stage import process_shard
 from pipeline.validate import validate_inputs
 
@@ -181,7 +182,7 @@ def start_audit(
 def fail_run(ctx: Context, run_id: int, error: BaseException | str) -> None:
     """Record a failed run with its reason (results already stored stay as they were)."""
     with Session(ctx.engine) as s, s.begin():
-        repo.finish_run(s, run_id, "failed", error=str(error)[:4000])
+        repo.finish_run(s, run_id, "failed", error=redact(str(error))[:4000])
 
 
 def close_abandoned_runs(ctx: Context, aoi_name: str, step: str) -> list[int]:

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from pipeline.redact import redact_processor
+
 
 def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
     """Route stdlib logging through structlog: ``key=value`` lines or JSON on stderr."""
@@ -24,7 +26,12 @@ def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_processor,  # secrets never reach the log, tracebacks included
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home, description="Root of local state.")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite file in home."
+        default=None, description="SQLAlchemy URL; default: SQLite file in home.", repr=False
     )
     artifact_root: str | None = Field(
         default=None, description="Local path or fsspec URL; default: home/artifacts."

@@ -9,10 +9,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.context import Context, open_context
 from pipeline.errors import GeoAuditError
 from pipeline.logs import configure_logging
+from pipeline.redact import redact
 from pipeline.settings import load_settings
 
 console = Console(highlight=False)
@@ -32,7 +34,7 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GeoAuditError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
+            err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}")
             raise typer.Exit(code=2) from exc
 
     return wrapper  # type: ignore[return-value]
