@@ -26,7 +26,7 @@ from pipeline.locks import audit_lock
 from pipeline.publish import publish_run, stored_run_summary
 from pipeline.redact import redact
 from pipeline.shard_stage import process_shard
-from pipeline.validate import validate_inputs
+from pipeline.validate.helper import AuditGate
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,32 @@ def _audit(
     bbox: list[float] | None,
     trigger: str,
 ) -> AuditResult:
+    with AuditGate(ctx) as gate:  # Great Expectations loads while the sources are read
+        return _audit_gated(
+            ctx,
+            gate,
+            aoi_name,
+            step,
+            model_version_id=model_version_id,
+            force=force,
+            repredict=repredict,
+            bbox=bbox,
+            trigger=trigger,
+        )
+
+
+def _audit_gated(
+    ctx: Context,
+    gate: AuditGate,
+    aoi_name: str,
+    step: str,
+    *,
+    model_version_id: int | None,
+    force: bool,
+    repredict: bool,
+    bbox: list[float] | None,
+    trigger: str,
+) -> AuditResult:
     started = time.perf_counter()
     config = get_aoi_config(ctx, aoi_name)
     close_abandoned_runs(ctx, aoi_name, step)
@@ -277,8 +303,10 @@ def _audit(
         )
     stats: list[dict[str, Any]] = []
     try:
-        validation = validate_inputs(ctx, plan.run_id)
+        t_gate = time.perf_counter()
+        validation = gate.validate_inputs(plan.run_id)
         validation.raise_for_critical()
+        gate_s = time.perf_counter() - t_gate
         for shard_id in tqdm(
             plan.shard_ids, desc=f"audit {aoi_name} {step}", unit="shard", disable=not ctx.progress
         ):
@@ -286,7 +314,8 @@ def _audit(
         summary = publish_run(
             ctx,
             plan.run_id,
-            extra_seconds={"fetch": fetch_s, "validate": validation.seconds},
+            extra_seconds={"fetch": fetch_s, "validate": gate_s},
+            outputs_validator=gate.validate_outputs,
         )
     except (GeoAuditError, OSError, ValueError, RuntimeError) as exc:
         fail_run(ctx, plan.run_id, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.context import Context, open_context
 from pipeline.settings import Settings
@@ -28,3 +29,14 @@ class Audited:
 def make_context(home: Path, url: str | None = None) -> Context:
     """A context on its own home folder (and database URL)."""
     return open_context(Settings(home=home, database_url=url), progress=False)
+
+
+def dialect_context(request: Any, tmp_path_factory: Any, prefix: str) -> Context:
+    """A context on a new home, with a new PostGIS database when the fixture's param is
+    ``postgres`` (else the home's SQLite file)."""
+    home = tmp_path_factory.mktemp(f"{prefix}-{request.param}")
+    url = None
+    if request.param == "postgres":
+        server = request.getfixturevalue("_pg_server")
+        url = server.create_database().render_as_string(hide_password=False)
+    return make_context(home, url)

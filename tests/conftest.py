@@ -30,7 +30,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
 
-from audited_town import E2E_SIZE_M, E2E_TRAIN_CAP_S, E2E_TRAIN_STEPS, Audited, make_context
+from audited_town import (
+    E2E_SIZE_M,
+    E2E_TRAIN_CAP_S,
+    E2E_TRAIN_STEPS,
+    Audited,
+    dialect_context,
+)
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 _KEEP_TABLES = ("spatial_ref_sys", "alembic_version")
@@ -254,12 +260,7 @@ def audited(
     """Sample town → train → audit step 1 and 2 → re-audit, on SQLite or PostGIS."""
     from pipeline.demo import run_demo
 
-    home = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    url = None
-    if request.param == "postgres":
-        server = request.getfixturevalue("_pg_server")
-        url = server.create_database().render_as_string(hide_password=False)
-    ctx = make_context(home, url)
+    ctx = dialect_context(request, tmp_path_factory, "e2e")
     result = run_demo(
         ctx, size_m=E2E_SIZE_M, train_steps=E2E_TRAIN_STEPS, train_seconds=E2E_TRAIN_CAP_S
     )

@@ -5,7 +5,7 @@ a critical failure.
     report = validate_inputs(ctx, run_id)          # before any shard is scored
     report.raise_for_critical()                    # ValidationFailedError, names inputs
     ...
-    validate_outputs(ctx, run_id, tiles, findings, shard_ids)   # before publishing
+    validate_outputs(ctx, run_id, config, step, tiles, findings, shard_ids).raise_for_critical()
 """
 
 from __future__ import annotations
@@ -49,8 +49,19 @@ class ValidationReport:
 
     checked: list[CheckedInput] = field(default_factory=list)
     result_ids: list[int] = field(default_factory=list)
+    index_key: str | None = None
     index_uri: str | None = None
+    header: tuple[str, str, str] = ("", "", "")
     seconds: float = 0.0
+
+    def write_pages(self, ctx: Context) -> None:
+        """Write the Data Docs page of every suite and their index to the artifact store
+        (needs the GX results: in the process that validated)."""
+        for item in self.checked:
+            if item.docs_key:
+                ctx.store.write_bytes(item.docs_key, item.outcome.page().encode())
+        if self.index_key:
+            ctx.store.write_bytes(self.index_key, _index_page(*self.header, self.checked))
 
     @property
     def success(self) -> bool:
@@ -113,7 +124,7 @@ def suite_parameters(v: ValidationSettings) -> dict[str, Any]:
     }
 
 
-def validate_inputs(ctx: Context, run_id: int) -> ValidationReport:
+def validate_inputs(ctx: Context, run_id: int, *, pages: bool = True) -> ValidationReport:
     """Run the open-data and imagery suites on the snapshots of run ``run_id``; store
     the results on the run and return them (the caller stops on critical failures)."""
     with Session(ctx.engine) as s:
@@ -124,7 +135,7 @@ def validate_inputs(ctx: Context, run_id: int) -> ValidationReport:
             run.opendata_snapshot_id,
         )
     config = get_aoi_config(ctx, aoi)
-    return validate_snapshots(ctx, config, imagery_id, opendata_id, run_id=run_id)
+    return validate_snapshots(ctx, config, imagery_id, opendata_id, run_id=run_id, pages=pages)
 
 
 def validate_snapshots(
@@ -134,9 +145,11 @@ def validate_snapshots(
     opendata_id: int | None,
     *,
     run_id: int | None = None,
+    pages: bool = True,
 ) -> ValidationReport:
     """Run the input suites on the given snapshots; store results (on the run when
-    ``run_id``, else on the snapshots alone) and Data Docs pages; return the report."""
+    ``run_id``, else on the snapshots alone) and Data Docs pages (later, with
+    ``pages=False``: :meth:`ValidationReport.write_pages`); return the report."""
     t0 = time.perf_counter()
     params = suite_parameters(config.validation)
     report = ValidationReport()
@@ -178,7 +191,7 @@ def validate_snapshots(
         report.checked.append(CheckedInput(shard_outcome, name, snap["id"]))
         report.checked.append(CheckedInput(snap_outcome, name, snap["id"]))
     tag = f"run-{run_id}" if run_id is not None else f"snapshots-{imagery_id}-{opendata_id}"
-    _store(ctx, config.name, step, tag, report, run_id)
+    _store(ctx, config.name, step, tag, report, run_id, pages=pages)
     report.seconds = time.perf_counter() - t0
     log.info(
         "inputs validated",
@@ -195,6 +208,8 @@ def validate_outputs(
     tiles: pd.DataFrame,
     findings: pd.DataFrame,
     shard_ids: list[str],
+    *,
+    pages: bool = True,
 ) -> ValidationReport:
     """Run the output suites on a run's tile scores and findings before they are
     published; store the results and return the report."""
@@ -209,7 +224,7 @@ def validate_outputs(
     run_frame = profiles.output_run_profile(tiles, findings, expected)
     report.checked.append(CheckedInput(run_suite("outputs.tiles", tile_frame, {}), name))
     report.checked.append(CheckedInput(run_suite("outputs.run", run_frame, {}), name))
-    _store(ctx, config.name, step, f"run-{run_id}", report, run_id)
+    _store(ctx, config.name, step, f"run-{run_id}", report, run_id, pages=pages)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -254,18 +269,19 @@ def _store(
     tag: str,
     report: ValidationReport,
     run_id: int | None,
+    *,
+    pages: bool = True,
 ) -> None:
-    """Data Docs pages (one per suite + an index) into the artifact store, then the rows."""
+    """Store the results (rows naming their Data Docs pages), and write the pages now or,
+    with ``pages=False``, leave them to :meth:`ValidationReport.write_pages`."""
     prefix = f"aois/{aoi}/validation/{step or 'unknown'}/{tag}"
-    checked = []
-    for item in report.checked:
-        key = f"{prefix}/{item.outcome.suite}.html"
-        ctx.store.write_bytes(key, item.outcome.html.encode())
-        checked.append(CheckedInput(item.outcome, item.input_name, item.snapshot_id, key))
-    report.checked = checked
-    report.index_uri = ctx.store.write_bytes(
-        f"{prefix}/index.html", _index_page(aoi, step, tag, checked)
-    )
+    report.checked = [
+        CheckedInput(c.outcome, c.input_name, c.snapshot_id, f"{prefix}/{c.outcome.suite}.html")
+        for c in report.checked
+    ]
+    report.index_key = f"{prefix}/index.html"
+    report.index_uri = ctx.store.uri(report.index_key)
+    report.header = (aoi, step, tag)
     outcomes = [
         {
             "suite": item.outcome.suite,
@@ -279,10 +295,12 @@ def _store(
             "failed": [f.as_dict() for f in item.outcome.failed],
             "snapshot_id": item.snapshot_id,
         }
-        for item in checked
+        for item in report.checked
     ]
     with Session(ctx.engine) as s, s.begin():
         report.result_ids.extend(repo.replace_validation_results(s, outcomes, run_id=run_id))
+    if pages:
+        report.write_pages(ctx)
 
 
 def _index_page(aoi: str, step: str, tag: str, checked: list[CheckedInput]) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import pandas as pd
 
 SUITES_DIR = Path(__file__).parent / "suites"
+# GX objects are built once per process, whichever thread asks first
+_BUILD_LOCK = threading.RLock()
 SEVERITY_ORDER = {"critical": 3, "warning": 2, "info": 1}
 
 
@@ -67,7 +70,20 @@ class SuiteOutcome:
     success: bool
     statistics: dict[str, Any]
     failed: list[FailedExpectation]
-    html: str
+    result: Any = field(default=None, repr=False, compare=False)  # GX's own, for Data Docs
+
+    def page(self) -> str:
+        """This outcome's Great Expectations Data Docs page (HTML)."""
+        if self.result is None:
+            raise ValueError(f"suite {self.suite}: the GX result is not kept; no page")
+        return data_docs_page(self.result)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # GX results stay in the process that made them (they do not pickle)
+        return {**self.__dict__, "result": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     @property
     def severity(self) -> str:
@@ -94,8 +110,13 @@ def suite_definition(name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@cache
 def _context() -> Any:
+    with _BUILD_LOCK:
+        return _build_context()
+
+
+@cache
+def _build_context() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -113,9 +134,15 @@ def _context() -> Any:
     return context
 
 
+def validation_definition(name: str) -> Any:
+    """The GX validation definition of suite ``name`` over a whole-dataframe batch
+    (built once per process)."""
+    with _BUILD_LOCK:
+        return _build_validation_definition(name)
+
+
 @cache
-def _validation_definition(name: str) -> Any:
-    """The GX validation definition of suite ``name`` over a whole-dataframe batch."""
+def _build_validation_definition(name: str) -> Any:
     import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.expectations.expectation_configuration import (
@@ -148,7 +175,7 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any]) -> Sui
     result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": 10}
     if id_columns and all(c in frame.columns for c in id_columns):
         result_format["unexpected_index_column_names"] = id_columns
-    result = _validation_definition(name).run(
+    result = validation_definition(name).run(
         batch_parameters={"dataframe": frame},
         expectation_parameters=parameters,
         result_format=result_format,
@@ -184,7 +211,7 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any]) -> Sui
             "suite_version": suite_definition(name).get("meta", {}).get("version"),
         },
         failed=failed,
-        html=data_docs_page(result),
+        result=result,
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from audited_town import make_context
+from audited_town import dialect_context
 from pipeline.aoi import AoiConfig
 from pipeline.audit import AuditResult
 from pipeline.context import Context
@@ -62,12 +62,7 @@ def small_town(
     from pipeline.demo import SAMPLE_AOI, create_sample_aoi
     from pipeline.training import train_aoi_model
 
-    home = tmp_path_factory.mktemp(f"small-town-{request.param}")
-    url = None
-    if request.param == "postgres":
-        server = request.getfixturevalue("_pg_server")
-        url = server.create_database().render_as_string(hide_password=False)
-    ctx = make_context(home, url)
+    ctx = dialect_context(request, tmp_path_factory, "small-town")
     info, config = create_sample_aoi(ctx, size_m=GATE_SIZE_M)
     train_aoi_model(ctx, SAMPLE_AOI, [info.steps[0]], max_steps=3, promote="always")
     first = run_audit(ctx, SAMPLE_AOI, info.steps[0])

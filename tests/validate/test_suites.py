@@ -73,7 +73,8 @@ def test_real_osm_footprints_pass_the_feature_suite() -> None:
     assert outcome.statistics["evaluated_expectations"] == 9
     assert outcome.statistics["rows"] == 80
     # a real Data Docs page of this validation
-    assert "<html" in outcome.html.lower() and "geoaudit.opendata.features" in outcome.html
+    page = outcome.page()
+    assert "<html" in page.lower() and "geoaudit.opendata.features" in page
 
 
 def test_critical_feature_problems_name_the_features() -> None:
@@ -181,3 +182,18 @@ def test_stored_statistics_are_plain_json() -> None:
     outcome = run_suite("opendata.features", profile, {**PARAMS, "max_vertices": 4})
     json.dumps(outcome.statistics)
     json.dumps([f.as_dict() for f in outcome.failed])
+
+
+def test_outcomes_travel_between_processes_without_the_gx_result() -> None:
+    import pickle
+
+    profile = opendata_feature_profile(osm_buildings(), [])
+    outcome = run_suite("opendata.features", profile, PARAMS)
+    copy = pickle.loads(pickle.dumps(outcome))
+    assert (copy.suite, copy.success, copy.statistics) == (
+        outcome.suite,
+        outcome.success,
+        outcome.statistics,
+    )
+    with pytest.raises(ValueError, match="not kept"):
+        copy.page()
