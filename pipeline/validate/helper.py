@@ -77,6 +77,7 @@ class AuditGate:
         self._ctx = ctx
         self._process: Any = None
         self._used = False
+        self._pending = 0
         if sys.platform == "linux":
             mp = multiprocessing.get_context("fork")
             self._conn, child_conn = mp.Pipe()
@@ -91,9 +92,24 @@ class AuditGate:
 
     def validate_inputs(self, run_id: int) -> ValidationReport:
         """The input suites on run ``run_id``'s snapshots (stored on the run)."""
+        self.submit_inputs(run_id)
+        return self.inputs_report()
+
+    def submit_inputs(self, run_id: int) -> None:
+        """Start validating run ``run_id``'s inputs; :meth:`inputs_report` answers."""
+        self._pending = run_id
+        if self._process is not None:
+            self._send("inputs", (run_id,))
+
+    def inputs_ready(self) -> bool:
+        """True once :meth:`inputs_report` would answer without waiting."""
+        return self._process is None or self._conn.poll()
+
+    def inputs_report(self) -> ValidationReport:
+        """The report of the inputs submitted last (waits for it)."""
         if self._process is None:
-            return validate_inputs(self._ctx, run_id)
-        return self._ask("inputs", (run_id,))
+            return validate_inputs(self._ctx, self._pending)
+        return self._receive()
 
     def validate_outputs(
         self,
@@ -109,30 +125,41 @@ class AuditGate:
         if self._process is None:
             return validate_outputs(self._ctx, run_id, config, step, tiles, findings, shard_ids)
         scores = ["z", "x", "y", "iou", "precision", "recall", "f1", "qod"]
-        where = [c for c in ("tile_z", "tile_x", "tile_y") if c in findings.columns]
         args = (
             run_id,
             config,
             step,
             pd.DataFrame(tiles[scores]),
-            pd.DataFrame(findings[where]),
+            pd.DataFrame({"geometry": findings.geometry.to_numpy()}),
             shard_ids,
         )
         return self._ask("outputs", args)
 
     def _ask(self, kind: str, args: tuple[Any, ...]) -> ValidationReport:
+        self._send(kind, args)
+        return self._receive()
+
+    def _send(self, kind: str, args: tuple[Any, ...]) -> None:
         self._used = True
         try:
             self._conn.send((kind, args))
+        except OSError as exc:
+            self._stopped(exc)
+
+    def _receive(self) -> ValidationReport:
+        try:
             status, value = self._conn.recv()
         except (EOFError, OSError) as exc:
-            self._process.join(timeout=5)
-            code = self._process.exitcode
-            self._process = None
-            raise RuntimeError(f"the validation helper process stopped (exit code {code})") from exc
+            self._stopped(exc)
         if status == "error":
             raise value
         return value
+
+    def _stopped(self, exc: BaseException) -> None:
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        self._process = None
+        raise RuntimeError(f"the validation helper process stopped (exit code {code})") from exc
 
     def close(self) -> None:
         """Let the helper finish its pages and exit; stop it at once if it was never

@@ -228,13 +228,21 @@ def output_tile_profile(tiles: pd.DataFrame, expected: set[tuple[int, int, int]]
 def output_run_profile(
     tiles: pd.DataFrame, findings: pd.DataFrame, expected: set[tuple[int, int, int]]
 ) -> pd.DataFrame:
-    """One row: expected vs stored tiles, and findings whose tile has no score (orphans)."""
+    """One row: expected vs stored tiles, and findings that touch no scored tile (orphans:
+    a finding must lie on the audited area; one on an edge building may reach past it).
+
+    ``findings``: EPSG:4326 geometries in ``geometry``.
+    """
+    from pipeline.tiles import Tile, lnglat_bounds
+
     stored = set(zip(tiles["z"], tiles["x"], tiles["y"], strict=True))
+    orphans = 0
     if len(findings):
-        keys = zip(findings["tile_z"], findings["tile_x"], findings["tile_y"], strict=True)
-        orphans = sum(1 for k in keys if k not in stored)
-    else:
-        orphans = 0
+        boxes = [shapely.box(*lnglat_bounds(Tile(int(x), int(y), int(z)))) for z, x, y in stored]
+        tree = shapely.STRtree(boxes)
+        geoms = np.asarray(findings["geometry"].to_numpy(), dtype=object)
+        touching = np.unique(tree.query(geoms, predicate="intersects")[0])
+        orphans = len(geoms) - len(touching)
     return pd.DataFrame(
         [
             {

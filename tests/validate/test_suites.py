@@ -10,10 +10,12 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from shapely.geometry import LineString, Polygon
 
 from pipeline.aoi import ValidationSettings
 from pipeline.sources import VectorFileSource, VectorSpec
+from pipeline.tiles import Tile, lnglat_bounds
 from pipeline.validate import suite_parameters
 from pipeline.validate.gx import SUITES_DIR, run_suite, suite_definition, suite_names
 from pipeline.validate.profiles import (
@@ -170,10 +172,22 @@ def test_output_rows_out_of_range_duplicated_or_orphaned_are_critical() -> None:
     assert set(failed) == {"iou", "qod", "expected", "occurrences"}
     assert failed["expected"].examples == ["18/9/1: False"]
     assert failed["occurrences"].examples == ["18/2/1: 2", "18/2/1: 2"]
-    findings = pd.DataFrame({"tile_z": [18, 18], "tile_x": [1, 5], "tile_y": [1, 5]})
+    # a finding must touch a scored tile; one reaching past the edge (an edge building)
+    # is fine, one far away is an orphan
+    w, s, e, n = lnglat_bounds(Tile(1, 1, 18))
+    findings = pd.DataFrame(
+        {
+            "geometry": [
+                shapely.box(w + 1e-5, s + 1e-5, w + 2e-5, s + 2e-5),  # inside tile 18/1/1
+                shapely.box(w - 1e-4, s + 1e-5, w + 1e-5, s + 2e-5),  # over its west edge
+                shapely.box(w + 1.0, s, w + 1.001, s + 0.001),  # far away
+            ]
+        }
+    )
     run = run_suite("outputs.run", output_run_profile(tiles, findings, expected), {})
     assert [f.column for f in run.critical] == ["n_orphan_findings"]
-    clean = output_run_profile(tiles.iloc[:1], findings.iloc[:1], expected)
+    assert run.statistics["observed"]["n_orphan_findings"] == 1
+    clean = output_run_profile(tiles.iloc[:1], findings.iloc[:2], expected)
     assert run_suite("outputs.run", clean, {}).success
 
 
