@@ -45,11 +45,12 @@ def tile_rows(ctx, run_id: int) -> tuple[int, int]:  # noqa: ANN001
     return len(rows), len(set(rows))
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("small_town", ["postgres"], indirect=True)
 def test_connection_lost_while_storing_a_shard_rolls_back_and_a_rerun_is_clean(
     small_town,  # noqa: ANN001
 ) -> None:
-    if small_town.dialect != "postgres":
-        pytest.skip("a server connection to terminate is a PostgreSQL matter")
+    # a server connection to terminate: PostgreSQL's (SQLite has none)
     ctx = small_town.ctx
     step = small_town.new_step("2032-01-01", imagery=haze(0.02))
     img = fetch_imagery_step(ctx, SAMPLE_AOI, step)
