@@ -61,7 +61,10 @@ def _child(conn: Connection, parent_end: Connection, settings: Settings, engine:
             else:
                 report = validate_outputs(ctx, *args, pages=False)
         except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
-            conn.send(("error", exc))
+            try:
+                conn.send(("error", exc))
+            except Exception:  # noqa: BLE001 - an error that does not pickle: its words
+                conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
             continue
         conn.send(("ok", report))
         try:
@@ -159,6 +162,7 @@ class AuditGate:
         self._process.join(timeout=5)
         code = self._process.exitcode
         self._process = None
+        self._conn.close()
         raise RuntimeError(f"the validation helper process stopped (exit code {code})") from exc
 
     def close(self) -> None:

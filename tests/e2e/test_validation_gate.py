@@ -264,3 +264,24 @@ def test_bow_ties_are_repaired_counted_and_warned_about(small_town) -> None:  # 
     invalid = next(f for f in features.failed if f["column"] == "is_valid")
     assert invalid["unexpected_count"] == n_bad
     assert last_run(small_town.ctx, step).status == "succeeded"
+
+
+def test_an_unreadable_mosaic_fails_the_run_with_its_name(small_town) -> None:  # noqa: ANN001
+    from pipeline.db import repo
+    from pipeline.errors import StoreError
+    from pipeline.fetch import fetch_imagery
+
+    ctx = small_town.ctx
+    step = small_town.new_step("2030-09-01", imagery=haze(0.01))
+    imagery = fetch_imagery(ctx, small_town.config, step)
+    with Session(ctx.engine) as s:
+        shards = dict(repo.get_snapshot(s, imagery.id).meta)["shards"]
+    key = next(iter(shards.values()))["key"]
+    Path(ctx.store.path(key)).write_bytes(b"not a tiff")
+    before = stored_counts(ctx)
+    # the gate (in its helper process) or the prediction ahead of it meets it first
+    with pytest.raises(StoreError, match=r"cannot read"):
+        run_audit(ctx, SAMPLE_AOI, step)
+    run = last_run(ctx, step)
+    assert run.status == "failed" and "cannot read" in run.error
+    assert stored_counts(ctx) == before
