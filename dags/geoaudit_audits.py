@@ -8,8 +8,10 @@ Malformed AOI files are reported by ``geoaudit_aoi_errors.py`` as import errors.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pendulum
@@ -44,19 +46,27 @@ def reviews_asset(aoi: str) -> Asset:
 def _context():
     """GeoAudit's database and artifact store, with its secrets masked in task logs."""
     from airflow.sdk.log import mask_secret
-    from sqlalchemy.engine import make_url
 
     from pipeline.context import open_context
     from pipeline.settings import load_settings
 
     settings = load_settings()
-    password = make_url(settings.resolved_database_url).password
-    if password:
-        mask_secret(str(password))
-    for secret in (settings.airflow_password, settings.review_password):
-        if secret is not None:
-            mask_secret(secret.get_secret_value())
+    for secret in settings.secret_values():
+        mask_secret(secret)
     return open_context(settings)
+
+
+@contextlib.contextmanager
+def _no_retry_on_failed_validation() -> Iterator[None]:
+    """A critical validation failure fails the task at once: retrying cannot help."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import ValidationFailedError
+
+    try:
+        yield
+    except ValidationFailedError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def _record_failure(context: dict[str, Any]) -> None:
@@ -173,15 +183,10 @@ def build_audit_dag(config: AoiConfig):
         @task(retries=0)
         def validate(planned: dict[str, Any]) -> dict[str, Any]:
             """The Great Expectations gate: a critical failure fails the run, no retry."""
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from pipeline.errors import ValidationFailedError
             from pipeline.orchestrate import validate_step
 
-            try:
+            with _no_retry_on_failed_validation():
                 return validate_step(_context(), planned)
-            except ValidationFailedError as exc:
-                raise AirflowFailException(str(exc)) from exc
 
         @task
         def shard_ids(planned: dict[str, Any], validated: dict[str, Any]) -> list[str]:
@@ -203,15 +208,10 @@ def build_audit_dag(config: AoiConfig):
         def publish(
             planned: dict[str, Any], changed: dict[str, Any], validated: dict[str, Any]
         ) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from pipeline.errors import ValidationFailedError
             from pipeline.orchestrate import publish_step
 
-            try:
+            with _no_retry_on_failed_validation():  # the output suites
                 return publish_step(_context(), planned, changed, validated)
-            except ValidationFailedError as exc:  # the outputs suites: retrying cannot help
-                raise AirflowFailException(str(exc)) from exc
 
         imagery = fetch_imagery()
         opendata = fetch_opendata(imagery)

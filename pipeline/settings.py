@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         """The configured URL, or ``sqlite:///<home>/geoaudit.db``."""
         return self.database_url or f"sqlite:///{self.home / 'geoaudit.db'}"
 
+    def secret_values(self) -> list[str]:
+        """The secrets these settings hold (database URL password, Airflow and review
+        passwords), for log maskers such as Airflow's."""
+        from sqlalchemy.engine import make_url
+
+        values = [make_url(self.resolved_database_url).password]
+        values += [s.get_secret_value() for s in (self.airflow_password, self.review_password) if s]
+        return [str(v) for v in values if v]
+
     @property
     def resolved_artifact_root(self) -> str:
         """The configured artifact root, or ``<home>/artifacts``."""
