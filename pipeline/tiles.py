@@ -14,17 +14,23 @@ A work tile ``(x, y)`` sits in its shard's mosaic at block
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import mercantile
+import numpy as np
 from affine import Affine
 
-from pipeline.errors import InvalidTileError
+from pipeline.errors import ConfigError, InvalidTileError
 
 TILE_SIZE = 256
 MAX_ZOOM = 24
+#: Latitude limit of the web-mercator square: ``atan(sinh(pi))`` degrees.
+MAX_LATITUDE = math.degrees(math.atan(math.sinh(math.pi)))
+#: Half the width of the EPSG:3857 square in metres: ``pi * R``.
+HALF_WORLD_M = math.pi * 6378137.0
 
 
 class Tile(NamedTuple):
@@ -36,6 +42,15 @@ class Tile(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.z}/{self.x}/{self.y}"
+
+
+class LngLatBbox(NamedTuple):
+    """A WGS84 bounding box in degrees."""
+
+    west: float
+    south: float
+    east: float
+    north: float
 
 
 class Shard(NamedTuple):
@@ -70,16 +85,46 @@ def check_zooms(work_zoom: int, shard_zoom: int) -> None:
         )
 
 
-def parse_shard_id(shard_id: str, work_zoom: int) -> Shard:
-    """Inverse of :attr:`Shard.id`."""
+def check_bbox(bbox: Sequence[float]) -> LngLatBbox:
+    """``bbox`` as :class:`LngLatBbox`: 4 numbers with ``-180 <= west < east <= 180`` and
+    ``-MAX_LATITUDE <= south < north <= MAX_LATITUDE``; :class:`ConfigError` otherwise."""
+    try:
+        west, south, east, north = (float(v) for v in bbox)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"bbox must be 4 numbers [west, south, east, north], got {bbox!r}"
+        ) from exc
+    if not (-180 <= west < east <= 180 and -MAX_LATITUDE <= south < north <= MAX_LATITUDE):
+        raise ConfigError(
+            "bbox must be [west, south, east, north] in degrees with west < east and "
+            f"south < north, inside the web-mercator range (±180, ±{MAX_LATITUDE:.4f}); "
+            f"got {list(bbox)}"
+        )
+    return LngLatBbox(west, south, east, north)
+
+
+def shard_of(tile: Tile, shard_zoom: int) -> Shard:
+    """The shard at ``shard_zoom`` holding work tile ``tile``."""
+    return Shard(parent(tile, shard_zoom), tile.z)
+
+
+def shard_tile(shard_id: str) -> Tile:
+    """The tile ``z-x-y`` that a shard id (:attr:`Shard.id`) names; InvalidTileError when
+    it is not of that form or off the grid."""
     try:
         z, x, y = (int(part) for part in shard_id.split("-"))
-    except ValueError as exc:
+    except (AttributeError, ValueError) as exc:
         raise InvalidTileError(f"shard id must look like 'z-x-y', got {shard_id!r}") from exc
-    check_zooms(work_zoom, z)
-    if not (0 <= x < 2**z and 0 <= y < 2**z):
+    if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
         raise InvalidTileError(f"Tile(x={x}, y={y}, z={z}) is outside the zoom {z} grid")
-    return Shard(Tile(x, y, z), work_zoom)
+    return Tile(x, y, z)
+
+
+def parse_shard_id(shard_id: str, work_zoom: int) -> Shard:
+    """Inverse of :attr:`Shard.id`."""
+    tile = shard_tile(shard_id)
+    check_zooms(work_zoom, tile.z)
+    return Shard(tile, work_zoom)
 
 
 def cover(bbox: tuple[float, float, float, float], zoom: int) -> list[Tile]:
@@ -103,7 +148,7 @@ def group_into_shards(tiles: Iterable[Tile], shard_zoom: int) -> dict[Shard, lis
     """Group work tiles by their parent at ``shard_zoom``; shards and tiles sorted."""
     groups: dict[Shard, list[Tile]] = defaultdict(list)
     for tile in tiles:
-        groups[Shard(parent(tile, shard_zoom), tile.z)].append(tile)
+        groups[shard_of(tile, shard_zoom)].append(tile)
     return {s: sorted(groups[s], key=lambda t: (t.y, t.x)) for s in sorted(groups)}
 
 
@@ -123,6 +168,20 @@ def block_of(tile: Tile, shard: Shard) -> tuple[int, int]:
             f"Tile(x={tile.x}, y={tile.y}, z={tile.z}) is not in shard {shard.id}"
         )
     return row, col
+
+
+def tiles_of_points(x: np.ndarray, y: np.ndarray, zoom: int) -> tuple[np.ndarray, np.ndarray]:
+    """XYZ tile columns and rows at ``zoom`` of EPSG:3857 points, vectorised.
+
+    ``col = floor((X + πR) / (2πR) * 2**zoom)``, ``row = floor((πR - Y) / (2πR) * 2**zoom)``,
+    clipped to the grid. A point on a tile edge belongs to the tile east / south of it.
+    """
+    n = 2**zoom
+    fx = (np.asarray(x, np.float64) + HALF_WORLD_M) / (2 * HALF_WORLD_M) * n
+    fy = (HALF_WORLD_M - np.asarray(y, np.float64)) / (2 * HALF_WORLD_M) * n
+    cols = np.clip(np.floor(fx), 0, n - 1).astype(np.int64)
+    rows = np.clip(np.floor(fy), 0, n - 1).astype(np.int64)
+    return cols, rows
 
 
 def xy_bounds(tile: Tile) -> tuple[float, float, float, float]:
@@ -149,6 +208,4 @@ def shard_transform(shard: Shard) -> Affine:
 
 def resolution(zoom: int, latitude: float = 0.0) -> float:
     """Ground metres per pixel at ``zoom``: ``40075016.686 * cos(lat) / (256 * 2**zoom)``."""
-    import math
-
     return 40075016.686 * math.cos(math.radians(latitude)) / (TILE_SIZE * 2**zoom)

@@ -1,12 +1,13 @@
 """Scoring: per-tile metrics, vectorised predictions, object findings, AOI aggregates, hotspots.
 
-Pure functions on arrays and GeoDataFrames; no database and no model.
-Changes between time steps live in :mod:`pipeline.changes`.
+Pure functions on arrays and GeoDataFrames; no database and no model. Matching
+(:mod:`~pipeline.score.match`) and changes between time steps
+(:mod:`~pipeline.score.changes`) share :mod:`~pipeline.score.geometry`.
 """
 
 from __future__ import annotations
 
-from pipeline.score.aggregate import aoi_aggregates, finding_tiles
+from pipeline.score.aggregate import aoi_aggregates, finding_tiles, flag_tiles
 from pipeline.score.hotspots import gi_star, hotspots, queen_weights
 from pipeline.score.match import (
     FINDING_KINDS,
@@ -14,8 +15,6 @@ from pipeline.score.match import (
     MatchResult,
     MatchSummary,
     match,
-    match_buildings,
-    match_summary,
 )
 from pipeline.score.metrics import TileMetrics, binarize, qod, tile_metrics
 from pipeline.score.vectorize import merge_across_edges, vectorize_mask
@@ -29,11 +28,10 @@ __all__ = [
     "aoi_aggregates",
     "binarize",
     "finding_tiles",
+    "flag_tiles",
     "gi_star",
     "hotspots",
     "match",
-    "match_buildings",
-    "match_summary",
     "merge_across_edges",
     "qod",
     "queen_weights",

@@ -10,28 +10,42 @@ import pandas as pd
 import shapely
 
 from pipeline.errors import ConfigError, VectorDataError
-from pipeline.score.match import FINDING_KINDS, to_mercator
-
-HALF_WORLD = math.pi * 6378137.0  # EPSG:3857 half extent, metres
+from pipeline.score.geometry import to_mercator
+from pipeline.score.match import FINDING_KINDS
+from pipeline.tiles import tiles_of_points
 
 
 def finding_tiles(findings: gpd.GeoDataFrame, zoom: int) -> tuple[np.ndarray, np.ndarray]:
-    """XYZ tile ``(x, y)`` at ``zoom`` holding each finding's representative point.
-
-    ``x = floor((X + πR) / (2πR) * 2**zoom)``, ``y = floor((πR - Y) / (2πR) * 2**zoom)``
-    for the EPSG:3857 point ``(X, Y)`` (findings in another CRS are reprojected).
-    A finding crossing a tile edge belongs to exactly one tile.
+    """XYZ tile ``(x, y)`` at ``zoom`` of each finding: the tile holding the finding's
+    point on surface in EPSG:3857 (:func:`pipeline.tiles.tiles_of_points`; findings in
+    another CRS are reprojected). A finding crossing a tile edge belongs to one tile.
     """
     frame = to_mercator(findings, "findings")
     if len(frame) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     pts = shapely.point_on_surface(np.asarray(frame.geometry.values, dtype=object))
-    n = 2**zoom
-    fx = (shapely.get_x(pts) + HALF_WORLD) / (2 * HALF_WORLD) * n
-    fy = (HALF_WORLD - shapely.get_y(pts)) / (2 * HALF_WORLD) * n
-    x = np.clip(np.floor(fx), 0, n - 1).astype(np.int64)
-    y = np.clip(np.floor(fy), 0, n - 1).astype(np.int64)
-    return x, y
+    return tiles_of_points(shapely.get_x(pts), shapely.get_y(pts), zoom)
+
+
+def flag_tiles(
+    qod: np.ndarray, n_findings: np.ndarray, valid: np.ndarray, qod_threshold: float
+) -> np.ndarray:
+    """The flagged-tile rule: a tile with valid pixels is **flagged** when its QoD is
+    below ``qod_threshold`` or it holds a finding (by :func:`finding_tiles`)."""
+    qod = np.asarray(qod, np.float64)
+    return np.asarray(valid, bool) & ((qod < qod_threshold) | (np.asarray(n_findings) > 0))
+
+
+def findings_per_tile(tile_table: pd.DataFrame, findings: gpd.GeoDataFrame) -> np.ndarray:
+    """How many findings each row of ``tile_table`` (``x``, ``y``, ``z``, one zoom) holds."""
+    if len(findings) == 0 or len(tile_table) == 0:
+        return np.zeros(len(tile_table), np.int64)
+    zoom = int(tile_table["z"].iloc[0])
+    fx, fy = finding_tiles(findings, zoom)
+    keys, counts = np.unique(fx * (1 << 32) + fy, return_counts=True)
+    tile_keys = tile_table["x"].to_numpy(np.int64) * (1 << 32) + tile_table["y"].to_numpy(np.int64)
+    pos = np.clip(np.searchsorted(keys, tile_keys), 0, max(keys.size - 1, 0))
+    return np.where(keys[pos] == tile_keys, counts[pos], 0).astype(np.int64)
 
 
 def _share(num: float, den: float) -> float:
@@ -54,7 +68,7 @@ def aoi_aggregates(
     ``qod`` and the valid pixel count ``valid`` (or ``valid_px``; without either,
     every row counts as a tile with valid pixels), e.g. :meth:`TileMetrics.to_frame`
     rows of every shard; optional ``tp``, ``fp``, ``fn`` add the pixel-pooled
-    IoU. ``findings``: the output of :func:`match_buildings` (any CRS);
+    IoU. ``findings``: :attr:`MatchResult.findings` (any CRS);
     ``n_*``: its :class:`MatchSummary`.
 
     * ``completeness = 1 - n_missing / n_predicted``: share of buildings seen in
@@ -66,8 +80,7 @@ def aoi_aggregates(
       Each share is 1.0 when its denominator is 0.
     * ``mean_iou``, ``mean_qod``: means over tiles with valid pixels (NaN if none);
       ``pixel_iou = Σtp / Σ(tp + fp + fn)`` when those columns exist.
-    * A tile is **flagged** when its QoD < ``qod_threshold`` or it holds a
-      finding (by :func:`finding_tiles`); ``flagged_tile_share = n_flagged_tiles /
+    * Tiles are flagged by :func:`flag_tiles`; ``flagged_tile_share = n_flagged_tiles /
       n_tiles_valid`` (0.0 with no valid tile). Only tiles with valid pixels count.
     * ``n_findings`` and ``findings_by_kind`` = ``{kind: count}`` over
       :data:`FINDING_KINDS` (zeros included).
@@ -101,11 +114,12 @@ def aoi_aggregates(
     else:
         valid = tile_table[valid_col].fillna(0).to_numpy() > 0
     n_valid = int(valid.sum())
-    flagged = valid & (tile_table["qod"].to_numpy(np.float64) < qod_threshold)
-    if len(findings) and len(zooms):
-        fx, fy = finding_tiles(findings, int(zooms[0]))
-        key = tile_table["x"].to_numpy(np.int64) * (1 << 32) + tile_table["y"].to_numpy(np.int64)
-        flagged |= valid & np.isin(key, fx * (1 << 32) + fy)
+    flagged = flag_tiles(
+        tile_table["qod"].to_numpy(np.float64),
+        findings_per_tile(tile_table, findings),
+        valid,
+        qod_threshold,
+    )
     n_flagged = int(flagged.sum())
 
     iou = tile_table["iou"].to_numpy(np.float64)[valid]

@@ -29,7 +29,7 @@ from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import ConfigError, CoverageError
-from pipeline.tiles import Shard
+from pipeline.tiles import MAX_LATITUDE, Shard
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -227,8 +227,8 @@ _TO_3857 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
 
 
 def to_web_mercator(geom: BaseGeometry) -> BaseGeometry:
-    """Project a WGS84 geometry to EPSG:3857 (latitudes clipped to +-85.05)."""
-    geom = shapely.clip_by_rect(geom, -180.0, -85.0511, 180.0, 85.0511)
+    """Project a WGS84 geometry to EPSG:3857 (latitudes clipped to ±MAX_LATITUDE)."""
+    geom = shapely.clip_by_rect(geom, -180.0, -MAX_LATITUDE, 180.0, MAX_LATITUDE)
     return shapely.transform(
         geom, lambda xy: np.column_stack(_TO_3857.transform(xy[:, 0], xy[:, 1]))
     )

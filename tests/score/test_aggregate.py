@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError, VectorDataError
-from pipeline.score.aggregate import aoi_aggregates, finding_tiles
+from pipeline.score.aggregate import aoi_aggregates, finding_tiles, findings_per_tile, flag_tiles
 from pipeline.tiles import Tile, xy_bounds
 
 Z = 18
@@ -152,3 +154,120 @@ def test_bad_inputs_raise():
     mixed.loc[0, "z"] = 17
     with pytest.raises(ConfigError, match="mixes zooms"):
         aoi_aggregates(mixed, findings(), n_predicted=0, n_opendata=0, n_matched=0)
+
+
+# --- the flagged-tile rule and findings per tile -----------------------------------------
+
+
+def test_flag_tiles_by_hand():
+    qod = np.array([90.0, 70.0, 90.0, np.nan, np.nan, 80.0, 10.0])
+    n_findings = np.array([0, 0, 2, 5, 0, 0, 3])
+    valid = np.array([True, True, True, True, True, True, False])
+    flagged = flag_tiles(qod, n_findings, valid, 80.0)
+    # low QoD, a finding, a finding on a tile without a QoD; never a tile without pixels;
+    # a QoD equal to the threshold is not below it
+    assert flagged.tolist() == [False, True, True, True, False, False, False]
+    assert flagged.dtype == np.bool_
+    assert flag_tiles([90.0], [1], [True], 80.0).tolist() == [True]  # lists are fine
+    series = flag_tiles(pd.Series([70.0]), pd.Series([0]), pd.Series([1]) > 0, 80.0)
+    assert series.tolist() == [True]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.floats(0, 100), st.just(float("nan"))),
+            st.integers(0, 3),
+            st.booleans(),
+        ),
+        max_size=30,
+    ),
+    st.floats(0, 100),
+)
+def test_flag_tiles_is_the_documented_rule(tiles, threshold):
+    qod = np.array([t[0] for t in tiles], dtype=float)
+    n = np.array([t[1] for t in tiles], dtype=int)
+    valid = np.array([t[2] for t in tiles], dtype=bool)
+    flagged = flag_tiles(qod, n, valid, threshold)
+    assert flagged.shape == (len(tiles),)
+    for (q, k, v), f in zip(tiles, flagged, strict=True):
+        assert bool(f) == (v and ((not math.isnan(q) and q < threshold) or k > 0))
+
+
+def _table(tiles):
+    return pd.DataFrame({"x": [t.x for t in tiles], "y": [t.y for t in tiles], "z": Z})
+
+
+def test_findings_per_tile_by_hand():
+    f = findings(
+        finding_in(TILES[0], "missing_in_opendata"),
+        finding_in(TILES[0], "missing_in_opendata"),
+        finding_in(TILES[2], "unsupported_by_imagery", "w1"),
+        finding_in(Tile(5, 5, Z), "missing_in_opendata"),  # on no tile of the table
+    )
+    counts = findings_per_tile(_table(TILES), f)
+    assert counts.tolist() == [2, 0, 1, 0] and counts.dtype == np.int64
+    # the table's order is the result's order
+    assert findings_per_tile(_table(TILES[::-1]), f).tolist() == [0, 1, 0, 2]
+    # findings in another CRS are reprojected first
+    assert findings_per_tile(_table(TILES), f.to_crs(4326)).tolist() == [2, 0, 1, 0]
+    assert findings_per_tile(_table(TILES), findings()).tolist() == [0, 0, 0, 0]
+    assert findings_per_tile(_table([]), f).tolist() == []
+
+
+def test_a_finding_across_a_tile_edge_counts_once_where_its_point_on_surface_is():
+    left, bottom, right, top = xy_bounds(TILES[0])
+    # mostly in tile 1 (east of tile 0), a sliver in tile 0
+    wide = shapely.box(right - 2, (bottom + top) / 2, right + 50, (bottom + top) / 2 + 5)
+    f = gpd.GeoDataFrame({"kind": ["misaligned"]}, geometry=[wide], crs="EPSG:3857")
+    assert findings_per_tile(_table(TILES), f).tolist() == [0, 1, 0, 0]
+
+
+@st.composite
+def tile_blocks(draw):
+    zoom = draw(st.integers(1, 24))
+    n = 2**zoom
+    side = min(n, 4)
+    x0 = draw(st.integers(0, n - side))
+    y0 = draw(st.integers(0, n - side))
+    block = [Tile(x0 + c, y0 + r, zoom) for r in range(side) for c in range(side)]
+    table = draw(st.lists(st.sampled_from(block), unique=True, max_size=len(block)))
+    spots = draw(
+        st.lists(
+            st.tuples(st.sampled_from(block), st.floats(0.05, 0.95), st.floats(0.05, 0.95)),
+            max_size=20,
+        )
+    )
+    return zoom, table, spots
+
+
+@given(tile_blocks())
+def test_findings_per_tile_counts_what_finding_tiles_assigns(block):
+    zoom, table_tiles, spots = block
+    geoms = []
+    for tile, fx, fy in spots:
+        left, bottom, right, top = xy_bounds(tile)
+        cx, cy = left + fx * (right - left), top - fy * (top - bottom)
+        r = (right - left) * 0.01
+        geoms.append(shapely.box(cx - r, cy - r, cx + r, cy + r))
+    f = gpd.GeoDataFrame({"kind": ["misaligned"] * len(geoms)}, geometry=geoms, crs="EPSG:3857")
+    table = pd.DataFrame(
+        {"x": [t.x for t in table_tiles], "y": [t.y for t in table_tiles], "z": zoom}
+    )
+    counts = findings_per_tile(table, f)
+    expected = [sum(1 for s in spots if s[0] == t) for t in table_tiles]
+    assert counts.tolist() == expected
+    if len(f):
+        fx, fy = finding_tiles(f, zoom)
+        assert list(zip(fx.tolist(), fy.tolist(), strict=True)) == [(s[0].x, s[0].y) for s in spots]
+
+
+def test_aggregates_flag_with_the_same_rule():
+    table = tile_table()
+    f = findings(finding_in(TILES[0], "missing_in_opendata"))
+    agg = aoi_aggregates(table, f, n_predicted=1, n_opendata=0, n_matched=0, qod_threshold=75.0)
+    rule = flag_tiles(
+        table["qod"].to_numpy(), findings_per_tile(table, f), table["valid"].to_numpy() > 0, 75.0
+    )
+    assert agg["n_flagged_tiles"] == int(rule.sum()) == 2
+    assert agg["flagged_tile_share"] == pytest.approx(rule.sum() / 3)

@@ -10,13 +10,13 @@ import pytest
 import shapely
 
 from pipeline.errors import ConfigError, VectorDataError
-from pipeline.score.match import (
-    MatchConfig,
-    area_m2,
-    match,
-    match_buildings,
-    match_summary,
-)
+from pipeline.score.geometry import area_m2
+from pipeline.score.match import MatchConfig, match
+
+
+def findings(*args, **kwargs):
+    """The findings of :func:`match`."""
+    return match(*args, **kwargs).findings
 
 # near the equator 1 EPSG:3857 unit is 1 m; at 60°N it is 0.5 m
 LAT60_Y = 6378137.0 * math.log(math.tan(math.radians(45 + 30)))
@@ -46,7 +46,7 @@ def test_exact_match_has_no_finding():
 
 
 def test_missing_in_opendata():
-    f = match_buildings(
+    f = findings(
         pred(box(0, 0, 10, 10), box(100, 0, 8, 5), confidence=[0.9, 0.7]),
         opendata(a=box(0, 0, 10, 10)),
     )
@@ -59,13 +59,12 @@ def test_missing_in_opendata():
     assert row["iou"] == 0.0 and row["coverage"] == 0.0
     assert row.geometry.equals(box(100, 0, 8, 5))
     assert f.crs == "EPSG:3857"
-    assert f.attrs["summary"]["n_missing"] == 1
-    f2, summary = match_buildings(pred(box(100, 0, 8, 5)), opendata(), with_summary=True)
-    assert summary.n_missing == 1 and summary.n_predicted == 1 and len(f2) == 1
+    res = match(pred(box(100, 0, 8, 5)), opendata())
+    assert res.summary.n_missing == 1 and res.summary.n_predicted == 1 and len(res.findings) == 1
 
 
 def test_unsupported_by_imagery():
-    f = match_buildings(
+    f = findings(
         pred(box(0, 0, 10, 10)), opendata(a=box(0, 0, 10, 10), gone=box(50, 50, 6, 6))
     )
     assert f["kind"].tolist() == ["unsupported_by_imagery"]
@@ -160,7 +159,7 @@ def test_tiny_specks_are_ignored():
 def test_area_is_corrected_by_cos2_latitude():
     g = np.array([box(0, LAT60_Y, 20, 20)])
     assert area_m2(g)[0] == pytest.approx(100.0, rel=1e-3)
-    f = match_buildings(pred(box(0, LAT60_Y, 20, 20)), opendata(a=box(500, LAT60_Y, 6, 6)))
+    f = findings(pred(box(0, LAT60_Y, 20, 20)), opendata(a=box(500, LAT60_Y, 6, 6)))
     kinds = dict(zip(f["kind"], f["area_m2"], strict=True))
     assert kinds["missing_in_opendata"] == pytest.approx(100.0, rel=1e-3)
     # the open-data polygon is 36 units² but 9 m²: under the 15 m² minimum
@@ -170,7 +169,7 @@ def test_area_is_corrected_by_cos2_latitude():
 def test_inputs_in_wgs84_are_reprojected():
     p = pred(box(1000, 1000, 10, 10)).to_crs(4326)
     o = opendata(a=box(1000, 1000, 10, 10), b=box(2000, 1000, 10, 10)).to_crs(4326)
-    f = match_buildings(p, o)
+    f = findings(p, o)
     assert f["kind"].tolist() == ["unsupported_by_imagery"]
     assert f.crs == "EPSG:3857"
     assert f.geometry.iloc[0].equals_exact(box(2000, 1000, 10, 10), tolerance=1e-6)
@@ -178,16 +177,16 @@ def test_inputs_in_wgs84_are_reprojected():
 
 def test_footprint_excludes_buildings_without_imagery():
     o = opendata(a=box(0, 0, 10, 10), dark=box(100, 0, 10, 10))
-    f = match_buildings(pred(box(0, 0, 10, 10)), o, footprint=box(-5, -5, 50, 50))
+    f = findings(pred(box(0, 0, 10, 10)), o, footprint=box(-5, -5, 50, 50))
     assert len(f) == 0
-    assert match_summary(pred(box(0, 0, 10, 10)), o, footprint=box(-5, -5, 50, 50)).n_opendata == 1
+    assert match(pred(box(0, 0, 10, 10)), o, footprint=box(-5, -5, 50, 50)).summary.n_opendata == 1
 
 
 def test_empty_inputs():
     res = match(pred(), opendata())
     assert len(res.findings) == 0 and res.summary.n_matched == 0
     assert "kind" in res.findings.columns
-    f = match_buildings(pred(), opendata(a=box(0, 0, 10, 10)))
+    f = findings(pred(), opendata(a=box(0, 0, 10, 10)))
     assert f["kind"].tolist() == ["unsupported_by_imagery"]
 
 

@@ -27,12 +27,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.aoi.steps import check_step
 from pipeline.errors import ConfigError
 from pipeline.sources.specs import ImagerySpec, VectorSpec
-from pipeline.tiles import Shard, Tile, check_zooms, cover, group_into_shards
+from pipeline.tiles import (
+    MAX_LATITUDE,
+    Shard,
+    Tile,
+    check_bbox,
+    check_zooms,
+    cover,
+    group_into_shards,
+    lnglat_bounds,
+)
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-STEP_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class Thresholds(BaseModel):
@@ -161,18 +170,13 @@ class AoiConfig(BaseModel):
         if (self.bbox is None) == (self.polygon is None):
             raise ValueError("give exactly one of 'bbox' or 'polygon'")
         if self.bbox is not None:
-            west, south, east, north = self.bbox
-            if not (-180 <= west < east <= 180 and -85.05 <= south < north <= 85.05):
-                raise ValueError(
-                    "bbox must be [west, south, east, north] in degrees with west < east, "
-                    f"south < north, inside the web-mercator range; got {list(self.bbox)}"
-                )
+            check_bbox(self.bbox)
         else:
             geom = self.geometry
             if geom.is_empty or geom.geom_type != "Polygon" or not geom.is_valid:
                 raise ValueError("polygon must be a valid GeoJSON Polygon (one AOI file per part)")
             w, s, e, n = geom.bounds
-            if not (w >= -180 and e <= 180 and s >= -85.05 and n <= 85.05):
+            if not (w >= -180 and e <= 180 and s >= -MAX_LATITUDE and n <= MAX_LATITUDE):
                 raise ValueError(f"polygon must be in WGS84 degrees, bounds are {geom.bounds}")
         check_zooms(self.work_zoom, self.shard_zoom)
         if self.work_zoom - self.shard_zoom > 5:
@@ -210,8 +214,6 @@ class AoiConfig(BaseModel):
         candidates = cover(self.bounds, self.work_zoom)
         if self.bbox is not None:
             return candidates
-        from pipeline.tiles import lnglat_bounds
-
         return [t for t in candidates if geom.intersects(box(*lnglat_bounds(t)))]
 
     def shards(self) -> dict[Shard, list[Tile]]:
@@ -245,19 +247,6 @@ class AoiConfig(BaseModel):
         return self.model_copy(update=updates)
 
 
-def check_step(step: str) -> str:
-    """A time step is an ISO date ``YYYY-MM-DD``; raise :class:`ConfigError` otherwise."""
-    import datetime as dt
-
-    if not isinstance(step, str) or not STEP_PATTERN.match(step):
-        raise ConfigError(f"time step must be an ISO date YYYY-MM-DD, got {step!r}")
-    try:
-        dt.date.fromisoformat(step)
-    except ValueError as exc:
-        raise ConfigError(f"time step {step!r} is not a calendar date") from exc
-    return step
-
-
 def parse_aoi(
     data: Any, *, source: str = "<AOI>", base_dir: Path | None = None, max_km2: float | None = None
 ) -> AoiConfig:
@@ -277,12 +266,20 @@ def parse_aoi(
         raise ConfigError(f"{source}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
-    if max_km2 is not None and config.area_km2() > max_km2:
+    if max_km2 is not None:
+        check_area(config, max_km2, source=source)
+    return config
+
+
+def check_area(config: AoiConfig, max_km2: float, *, source: str | None = None) -> None:
+    """The AOI size limit: :class:`ConfigError` when the AOI covers more than ``max_km2``
+    (``GEOAUDIT_MAX_AOI_KM2``)."""
+    if config.area_km2() > max_km2:
+        prefix = f"{source}: " if source else ""
         raise ConfigError(
-            f"{source}: AOI {config.name!r} covers {config.area_km2():.1f} km², more than the "
+            f"{prefix}AOI {config.name!r} covers {config.area_km2():.1f} km², more than the "
             f"configured maximum of {max_km2:g} km² (GEOAUDIT_MAX_AOI_KM2)"
         )
-    return config
 
 
 def load_aoi(path: Path, *, max_km2: float | None = None) -> AoiConfig:
@@ -301,27 +298,9 @@ def load_aoi(path: Path, *, max_km2: float | None = None) -> AoiConfig:
     return parse_aoi(data, source=str(path), base_dir=path.resolve().parent, max_km2=max_km2)
 
 
-def check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
-    """``bbox`` as ``(west, south, east, north)`` degrees; ConfigError when malformed."""
-    try:
-        west, south, east, north = (float(v) for v in bbox)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"bbox must be 4 numbers [west, south, east, north], got {bbox!r}"
-        ) from exc
-    if not (-180 <= west < east <= 180 and -85.06 <= south < north <= 85.06):
-        raise ConfigError(
-            f"bbox must be [west, south, east, north] in degrees with west < east and "
-            f"south < north, got {list(bbox)}"
-        )
-    return (west, south, east, north)
-
-
 def shards_in_bbox(config: AoiConfig, bbox: Sequence[float]) -> list[str]:
     """Ids of the AOI's shards with a tile intersecting ``bbox`` (WGS84 west, south,
     east, north); ConfigError when ``bbox`` is malformed or misses the AOI."""
-    from pipeline.tiles import lnglat_bounds
-
     area = box(*check_bbox(bbox))
     ids = [
         shard.id
@@ -358,6 +337,7 @@ def aoi_geometry_geojson(config: AoiConfig) -> dict[str, Any]:
 
 
 __all__ = [
+    "check_area",
     "scan_aoi_folder",
     "shards_in_bbox",
     "AoiConfig",
@@ -367,6 +347,5 @@ __all__ = [
     "ValidationSettings",
     "load_aoi",
     "parse_aoi",
-    "check_step",
     "Polygon",
 ]

@@ -6,8 +6,8 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from pipeline.changes import CHANGE_KINDS, ChangeConfig, detect_changes
 from pipeline.errors import ConfigError, VectorDataError
+from pipeline.score.changes import CHANGE_KINDS, ChangeConfig, detect_changes
 
 
 def box(x, y, w, h):

@@ -1,6 +1,6 @@
 """Changes between two time steps of an AOI: in the imagery, in the open data, and across.
 
-Rules (areas in true m², see :func:`pipeline.score.match.area_m2`):
+Rules (areas in true m², see :func:`pipeline.score.geometry.area_m2`):
 
 * **Imagery** (predicted buildings, eligible when ``area_m2 >= min_area_m2``,
   ``confidence >= min_confidence`` and, given a ``footprint``, at least half
@@ -41,7 +41,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import ConfigError, VectorDataError
-from pipeline.score.match import (
+from pipeline.score.geometry import (
     MERCATOR,
     area_m2,
     best_per,

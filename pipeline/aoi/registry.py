@@ -10,20 +10,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from pipeline.aoi import AoiConfig, load_aoi, parse_aoi
+from pipeline.aoi.config import AoiConfig, check_area, load_aoi, parse_aoi
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.errors import ConfigError
 
 
 def register_aoi(ctx: Context, config: AoiConfig) -> AoiConfig:
     """Store an AOI (local source paths made absolute) in the folder and the database."""
     config = config.with_absolute_paths()
-    if config.area_km2() > ctx.settings.max_aoi_km2:
-        raise ConfigError(
-            f"AOI {config.name!r} covers {config.area_km2():.1f} km², more than the configured "
-            f"maximum of {ctx.settings.max_aoi_km2:g} km² (GEOAUDIT_MAX_AOI_KM2)"
-        )
+    check_area(config, ctx.settings.max_aoi_km2)
     folder = ctx.settings.resolved_aoi_dir
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{config.name}.yaml"
@@ -47,8 +42,3 @@ def get_aoi_config(ctx: Context, name: str) -> AoiConfig:
     with Session(ctx.engine) as s:
         row = repo.get_aoi(s, name)
         return parse_aoi(dict(row.config), source=f"AOI {name!r} in the database")
-
-
-def list_aoi_files(folder: Path) -> list[Path]:
-    """AOI YAML files of a folder, sorted by name."""
-    return sorted(Path(folder).glob("*.yaml")) if Path(folder).is_dir() else []
