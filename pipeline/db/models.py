@@ -255,8 +255,8 @@ class TileScore(Base):
     recall: Mapped[float | None] = mapped_column(Float)
     f1: Mapped[float | None] = mapped_column(Float)
     qod: Mapped[float | None] = mapped_column(Float)
-    fg_label: Mapped[int | None] = mapped_column(Integer)
-    fg_pred: Mapped[int | None] = mapped_column(Integer)
+    fg_label: Mapped[float | None] = mapped_column(Float)  # share of valid pixels
+    fg_pred: Mapped[float | None] = mapped_column(Float)
     tp: Mapped[int | None] = mapped_column(Integer)
     fp: Mapped[int | None] = mapped_column(Integer)
     fn: Mapped[int | None] = mapped_column(Integer)
@@ -439,4 +439,5 @@ class PredictionCache(Base):
     )
     shard_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     uri: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(Integer)  # the run that predicted it
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())

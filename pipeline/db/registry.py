@@ -147,9 +147,10 @@ def list_model_versions(s: Session, name: str | None = None) -> list[ModelVersio
 
 def cached_prediction(
     s: Session, imagery_hash: str, model_version_id: int, shard_id: str
-) -> str | None:
-    """URI of the shard's prediction mosaic for this imagery and model, or None."""
-    q = select(PredictionCache.uri).where(
+) -> PredictionCache | None:
+    """The cache entry of the shard's prediction for this imagery and model (where its
+    mosaic is, which run made it), or None."""
+    q = select(PredictionCache).where(
         PredictionCache.imagery_hash == imagery_hash,
         PredictionCache.model_version_id == model_version_id,
         PredictionCache.shard_id == shard_id,
@@ -158,9 +159,16 @@ def cached_prediction(
 
 
 def store_prediction(
-    s: Session, imagery_hash: str, model_version_id: int, shard_id: str, uri: str
+    s: Session,
+    imagery_hash: str,
+    model_version_id: int,
+    shard_id: str,
+    uri: str,
+    *,
+    run_id: int | None = None,
 ) -> None:
-    """Remember where the shard's prediction for this imagery and model is (replaces)."""
+    """Remember where the shard's prediction for this imagery and model is, and which
+    run made it (replaces)."""
     upsert(
         s,
         PredictionCache,
@@ -169,6 +177,7 @@ def store_prediction(
             "model_version_id": model_version_id,
             "shard_id": shard_id,
             "uri": uri,
+            "run_id": run_id,
         },
         ["imagery_hash", "model_version_id", "shard_id"],
         also_set={"created_at": func.now()},

@@ -15,7 +15,6 @@ is quick. The model registry, reviews and GeoDataFrame readers live in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.db._rows import check_rows, dialect_insert, plain, upsert
+from pipeline.db._rows import check_rows, plain, upsert
 from pipeline.db.errors import RowError, RunStateError
 from pipeline.db.frames import changes_frame, findings_frame, hotspots_frame, tile_scores_frame
 from pipeline.db.models import (
@@ -52,7 +51,8 @@ from pipeline.db.registry import (
 )
 from pipeline.db.reviews import label_wrong_tiles, list_reviews, upsert_review
 from pipeline.db.types import check_geometries
-from pipeline.errors import NotFoundError
+from pipeline.errors import InvalidTileError, NotFoundError
+from pipeline.tiles import shard_tile
 
 __all__ = [
     "add_snapshot",
@@ -89,19 +89,17 @@ __all__ = [
     "replace_findings",
     "replace_hotspots",
     "replace_shard_results",
+    "require_shards_done",
     "run_by_external_id",
     "start_run",
     "store_prediction",
     "tile_scores_frame",
-    "update_run",
+    "add_stage_seconds",
     "update_tile_flags",
     "upsert_aoi",
     "upsert_review",
     "write_aoi_score",
 ]
-
-_SHARD_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
-
 
 # --- AOIs ------------------------------------------------------------------------------
 
@@ -156,7 +154,9 @@ def add_snapshot(
     feature_count: int | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Snapshot:
-    """Record a snapshot; an identical one (same AOI, kind, step, hash) is returned as is."""
+    """Record a snapshot. An identical one (same AOI, kind, step, content hash) keeps its
+    row and id but takes this fetch's source, location and metadata: the latest fetch
+    is what a later fetch of the same source recognises (its fingerprint)."""
     if kind not in SNAPSHOT_KINDS:
         raise RowError(f"snapshot kind must be one of {SNAPSHOT_KINDS}, got {kind!r}")
     _aoi(s, aoi_id)
@@ -168,8 +168,10 @@ def add_snapshot(
         "feature_count": plain(feature_count),
         "meta": dict(meta) if meta is not None else None,
     }
-    s.execute(dialect_insert(s, Snapshot).values(values).on_conflict_do_nothing())
-    return s.scalars(select(Snapshot).filter_by(**key)).one()
+    upsert(s, Snapshot, values, list(key))
+    snap = s.scalars(select(Snapshot).filter_by(**key)).one()
+    s.refresh(snap)
+    return snap
 
 
 def get_snapshot(s: Session, snapshot_id: int) -> Snapshot:
@@ -228,34 +230,17 @@ def start_run(
     return run
 
 
-def update_run(s: Session, run_id: int, **values: Any) -> Run:
-    """Set fields of an unfinished run: ``status`` (queued/running), ``shards_total``,
-    snapshot ids, ``model_version_id``, ``external_id``, ``params``.
-    """
-    allowed = {
-        "status",
-        "shards_total",
-        "imagery_snapshot_id",
-        "opendata_snapshot_id",
-        "model_version_id",
-        "external_id",
-        "params",
-    }
-    unknown = values.keys() - allowed
-    if unknown:
-        raise RowError(f"update_run: cannot set {sorted(unknown)}; settable: {sorted(allowed)}")
-    run = get_run(s, run_id)
-    if "status" in values and values["status"] not in ("queued", "running"):
-        raise RunStateError(
-            f"run {run_id}: update_run sets 'queued' or 'running'; "
-            f"use finish_run for {values['status']!r}"
-        )
-    if "shards_total" in values:
-        values["shards_total"] = _shards_total(values["shards_total"])
-    for key, value in values.items():
-        setattr(run, key, plain(value))
+def add_stage_seconds(s: Session, run_id: int, seconds: Mapping[str, float]) -> dict[str, Any]:
+    """Add stage timings to the run's ``stage_seconds`` (``{stage: {"seconds": s}}``; a
+    stage recorded again adds up); the stored mapping. Each stage records its own time."""
+    run = get_run(s, run_id, for_update=True)
+    stored = {k: dict(v) for k, v in (run.stage_seconds or {}).items()}
+    for stage, secs in seconds.items():
+        entry = stored.setdefault(stage, {"seconds": 0.0})
+        entry["seconds"] = round(float(entry.get("seconds", 0.0)) + float(secs), 4)
+    run.stage_seconds = stored
     s.flush()
-    return run
+    return stored
 
 
 def finish_run(
@@ -278,18 +263,7 @@ def finish_run(
         )
     run = get_run(s, run_id, for_update=True)
     if status == "succeeded":
-        rows = s.execute(
-            select(RunShard.shard_id, RunShard.status).where(RunShard.run_id == run_id)
-        ).all()
-        done = sum(1 for r in rows if r.status == "done")
-        if done < run.shards_total:
-            failed = sorted(r.shard_id for r in rows if r.status == "failed")
-            detail = f"; failed shards: {', '.join(failed[:10])}" if failed else ""
-            raise RunStateError(
-                f"run {run_id} (step {run.step!r}): cannot mark succeeded, only {done} of "
-                f"{run.shards_total} planned shards are done{detail}; re-run the missing "
-                "shards or finish the run as 'failed'"
-            )
+        require_shards_done(s, run_id)
     run.status = status
     run.finished_at = func.now()
     run.error = error
@@ -297,6 +271,24 @@ def finish_run(
         run.stage_seconds = dict(stage_seconds)
     s.flush()
     return run
+
+
+def require_shards_done(s: Session, run_id: int) -> None:
+    """RunStateError naming the failed shards unless every planned shard of the run
+    (``shards_total``) has a ``done`` row: a half-written run is never finished."""
+    run = get_run(s, run_id)
+    rows = s.execute(
+        select(RunShard.shard_id, RunShard.status).where(RunShard.run_id == run_id)
+    ).all()
+    done = sum(1 for r in rows if r.status == "done")
+    if done < run.shards_total:
+        failed = sorted(r.shard_id for r in rows if r.status == "failed")
+        detail = f"; failed shards: {', '.join(failed[:10])}" if failed else ""
+        raise RunStateError(
+            f"run {run_id} (step {run.step!r}): cannot mark succeeded, only {done} of "
+            f"{run.shards_total} planned shards are done{detail}; re-run the missing "
+            "shards or finish the run as 'failed'"
+        )
 
 
 def get_run(s: Session, run_id: int, *, for_update: bool = False) -> Run:
@@ -741,15 +733,15 @@ def _shards_total(value: Any) -> int:
 
 
 def _check_tiles_in_shard(rows: list[dict[str, Any]], shard_id: str, run_id: int) -> None:
-    """Tiles must be children of shard ``z-x-y`` (checked only for ids of that form)."""
-    m = _SHARD_ID.match(shard_id)
-    if not m:
-        return
-    sz, sx, sy = (int(g) for g in m.groups())
+    """Tiles must be children of the shard that ``shard_id`` names."""
+    try:
+        shard = shard_tile(shard_id)
+    except InvalidTileError as exc:
+        raise RowError(f"run {run_id}: {exc}") from exc
     for i, r in enumerate(rows):
-        dz = r["z"] - sz
-        if dz < 0 or (r["x"] >> dz, r["y"] >> dz) != (sx, sy):
+        dz = r["z"] - shard.z
+        if dz < 0 or (r["x"] >> dz, r["y"] >> dz) != (shard.x, shard.y):
             raise RowError(
                 f"run {run_id} shard {shard_id} tile_scores[{i}]: tile "
-                f"{r['z']}/{r['x']}/{r['y']} is not inside shard {sz}/{sx}/{sy}"
+                f"{r['z']}/{r['x']}/{r['y']} is not inside shard {shard.z}/{shard.x}/{shard.y}"
             )
