@@ -9,7 +9,7 @@ what is wrong with it.
 # airflow: parsed by the dag processor like any dag file
 from __future__ import annotations
 
-from pipeline.aoi import scan_aoi_folder
+from pipeline.aoi.config import scan_aoi_folder
 from pipeline.errors import ConfigError
 from pipeline.settings import load_settings
 

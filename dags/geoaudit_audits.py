@@ -1,8 +1,10 @@
 """Airflow DAGs of GeoAudit: one audit DAG and one retraining DAG per registered AOI.
 
 The AOIs are the YAML files of the GeoAudit AOI folder (``GEOAUDIT_AOI_DIR``, default
-``$GEOAUDIT_HOME/aois``), the same ones the ``geoaudit`` CLI uses. Tasks only wire
-:mod:`pipeline.orchestrate` steps; XCom carries ids and hashes, never arrays.
+``$GEOAUDIT_HOME/aois``), the same ones the ``geoaudit`` CLI uses. The audit DAG is the
+stage sequence of :mod:`pipeline.run.stages` (the one ``geoaudit audit`` runs in one
+process): one task per stage, one mapped task per shard, wired as declared there.
+XCom carries the typed hand-offs in their JSON form: ids and hashes, never arrays.
 Malformed AOI files are reported by ``geoaudit_aoi_errors.py`` as import errors.
 """
 
@@ -23,14 +25,15 @@ from pipeline.airflow_api import (
     retrain_dag_id,
     reviews_asset_uri,
 )
-from pipeline.aoi import AoiConfig, scan_aoi_folder
+from pipeline.aoi.config import AoiConfig, scan_aoi_folder
+from pipeline.aoi.steps import STEP_PATTERN, step_of
+from pipeline.run.stages import AUDIT_STAGES, Stage
 from pipeline.settings import load_settings
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 GPU_QUEUE = os.environ.get("GEOAUDIT_GPU_QUEUE", "default")  # "gpu" on a GPU deployment
 GPU_POOL = os.environ.get("GEOAUDIT_GPU_POOL", "default_pool")
 RETRIES = int(os.environ.get("GEOAUDIT_TASK_RETRIES", "2"))
-STEP_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def results_asset(aoi: str) -> Asset:
@@ -48,7 +51,6 @@ def _context():
     from airflow.sdk.log import mask_secret
 
     from pipeline.context import open_context
-    from pipeline.settings import load_settings
 
     settings = load_settings()
     for secret in settings.secret_values():
@@ -71,7 +73,7 @@ def _no_retry_on_failed_validation() -> Iterator[None]:
 
 def _record_failure(context: dict[str, Any]) -> None:
     """DAG failure callback: mark the GeoAudit run of this DAG run failed, with the reason."""
-    from pipeline.orchestrate import record_failure_of
+    from pipeline.run.lifecycle import record_failure_of
 
     dag_run = context["dag_run"]
     reason = context.get("reason") or "Airflow task failed"
@@ -87,12 +89,63 @@ def _step_of(params: dict[str, Any], context: dict[str, Any]) -> str:
     when = context.get("data_interval_end") or context.get("logical_date")
     if when is None:
         when = context["dag_run"].run_after
-    return when.date().isoformat() if isinstance(when, dt.datetime) else str(when)[:10]
+    return step_of(when) if isinstance(when, dt.date) else str(when)[:10]
+
+
+def _request(aoi: str):
+    """The audit request of the running DAG run: its params and time step."""
+    from pipeline.run.handoffs import AuditRequest
+
+    context = get_current_context()
+    params = dict(context.get("params") or {})
+    bbox = params.get("bbox")
+    return AuditRequest(
+        aoi=aoi,
+        step=_step_of(params, context),
+        model_version_id=params.get("model_version"),
+        force=bool(params.get("force")),
+        repredict=bool(params.get("repredict")),
+        bbox=tuple(float(v) for v in bbox) if bbox else None,
+        trigger="airflow",
+        external_id=context["dag_run"].run_id,
+        params={k: v for k, v in params.items() if v is not None},
+    )
+
+
+def _stage_task(aoi: str, stage: Stage):
+    """The task that runs ``stage`` of the audit of ``aoi`` (a thin wrapper)."""
+    options: dict[str, Any] = {
+        "task_id": stage.name,
+        "retries": RETRIES if stage.retry else 0,
+        # a per-shard stage with no shard (a reused run) is skipped: go on after it
+        "trigger_rule": "none_failed",
+    }
+    if stage.per_shard:
+        options.update(queue=GPU_QUEUE, pool=GPU_POOL, map_index_template="{{ shard_id }}")
+    if stage.name == "publish":
+        options["outlets"] = [results_asset(aoi)]
+
+    @task(**options)
+    def run(handoffs: dict[str, Any], shard_id: str | None = None) -> dict[str, Any]:
+        from pipeline.run.stages import run_stage
+
+        with _no_retry_on_failed_validation():
+            done = run_stage(_context(), stage.name, _request(aoi), handoffs, shard_id=shard_id)
+        return done.to_xcom()
+
+    return run
+
+
+@task(retries=0)
+def shard_ids(plan: dict[str, Any]) -> list[str]:
+    """The plan's shard ids: what a per-shard stage is mapped over."""
+    return list(plan["shard_ids"])
 
 
 def build_audit_dag(config: AoiConfig):
-    """The audit DAG ``audit__<aoi>``: fetch, plan, validate, shards (mapped), changes, publish."""
+    """The audit DAG ``audit__<aoi>``: the stages of :data:`AUDIT_STAGES`."""
     name = config.name
+    sequence = " → ".join(s.name + ("[shard]" if s.per_shard else "") for s in AUDIT_STAGES)
 
     @dag(
         dag_id=audit_dag_id(name),
@@ -103,6 +156,7 @@ def build_audit_dag(config: AoiConfig):
         tags=["geoaudit", "audit", *config.tags],
         doc_md=(
             f"### Audit of AOI `{name}`\n\n{config.description}\n\n"
+            f"Stages: {sequence}.\n\n"
             "Fetches imagery and open data for the run's time step (its data interval, or "
             "the `step` param), plans the run, validates the inputs with the Great "
             "Expectations suites (a critical failure fails the run before anything is "
@@ -142,87 +196,19 @@ def build_audit_dag(config: AoiConfig):
         },
     )
     def audit():
-        @task(retries=RETRIES)
-        def fetch_imagery(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from pipeline.orchestrate import fetch_imagery_step
-
-            step = _step_of(params or {}, get_current_context())
-            return {"step": step, **fetch_imagery_step(_context(), name, step)}
-
-        @task(retries=RETRIES)
-        def fetch_opendata(imagery: dict[str, Any]) -> dict[str, Any]:
-            from pipeline.orchestrate import fetch_opendata_step
-
-            return fetch_opendata_step(_context(), name, imagery["step"])
-
-        @task(retries=0)
-        def plan(
-            imagery: dict[str, Any],
-            opendata: dict[str, Any],
-            params: dict[str, Any] | None = None,
-        ) -> dict[str, Any]:
-            from pipeline.orchestrate import plan_step
-
-            params = params or {}
-            dag_run = get_current_context()["dag_run"]
-            return plan_step(
-                _context(),
-                name,
-                imagery["step"],
-                imagery,
-                opendata,
-                model_version_id=params.get("model_version"),
-                force=bool(params.get("force")),
-                repredict=bool(params.get("repredict")),
-                bbox=params.get("bbox"),
-                trigger="airflow",
-                external_id=dag_run.run_id,
-                params={k: v for k, v in params.items() if v is not None},
-            )
-
-        @task(retries=0)
-        def validate(planned: dict[str, Any]) -> dict[str, Any]:
-            """The Great Expectations gate: a critical failure fails the run, no retry."""
-            from pipeline.orchestrate import validate_step
-
-            with _no_retry_on_failed_validation():
-                return validate_step(_context(), planned)
-
-        @task
-        def shard_ids(planned: dict[str, Any], validated: dict[str, Any]) -> list[str]:
-            return list(planned["shard_ids"])
-
-        @task(queue=GPU_QUEUE, pool=GPU_POOL, retries=RETRIES, map_index_template="{{ shard_id }}")
-        def process_shard(planned: dict[str, Any], shard_id: str) -> dict[str, Any]:
-            from pipeline.orchestrate import shard_step
-
-            return shard_step(_context(), planned["run_id"], shard_id)
-
-        @task(retries=RETRIES)
-        def changes(planned: dict[str, Any]) -> dict[str, Any]:
-            from pipeline.orchestrate import changes_step
-
-            return changes_step(_context(), planned)
-
-        @task(outlets=[results_asset(name)], retries=RETRIES)
-        def publish(
-            planned: dict[str, Any], changed: dict[str, Any], validated: dict[str, Any]
-        ) -> dict[str, Any]:
-            from pipeline.orchestrate import publish_step
-
-            with _no_retry_on_failed_validation():  # the output suites
-                return publish_step(_context(), planned, changed, validated)
-
-        imagery = fetch_imagery()
-        opendata = fetch_opendata(imagery)
-        planned = plan(imagery, opendata)
-        validated = validate(planned)
-        done = process_shard.partial(planned=planned).expand(shard_id=shard_ids(planned, validated))
-        # changes run after every mapped shard succeeded (a failed shard fails the run
-        # instead); the shards' own results stay in the database, not in XCom
-        changed = changes(planned)
-        done >> changed
-        publish(planned, changed, validated)
+        # the stage sequence, wired as declared: hand-offs as inputs, `after` as ordering
+        tasks: dict[str, Any] = {}
+        for stage in AUDIT_STAGES:
+            run = _stage_task(name, stage)
+            handoffs = {dep: tasks[dep] for dep in stage.inputs}
+            if stage.per_shard:
+                tasks[stage.name] = run.partial(handoffs=handoffs).expand(
+                    shard_id=shard_ids(tasks["plan"])
+                )
+            else:
+                tasks[stage.name] = run(handoffs=handoffs)
+            for dep in stage.after:
+                tasks[dep] >> tasks[stage.name]
 
     return audit()
 
@@ -266,16 +252,16 @@ def build_retrain_dag(config: AoiConfig):
     def retrain():
         @task(queue=GPU_QUEUE, pool=GPU_POOL)
         def train_challenger(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from pipeline.orchestrate import retrain_step
+            from pipeline.training.challenger import retrain
 
             params = params or {}
-            return retrain_step(
+            return retrain(
                 _context(),
                 name,
                 list(params.get("steps") or []),
                 max_steps=params.get("max_steps"),
                 max_seconds=params.get("max_seconds"),
-            )
+            ).to_xcom()
 
         train_challenger()
 

@@ -50,7 +50,8 @@ def audit_conf(
     repredict: bool = False,
 ) -> dict[str, Any]:
     """The ``conf`` of an ad-hoc audit run, checked the way the audit DAG's params are."""
-    from pipeline.aoi import check_bbox, check_step
+    from pipeline.aoi.steps import check_step
+    from pipeline.tiles import check_bbox
 
     conf: dict[str, Any] = {"force": bool(force), "repredict": bool(repredict)}
     if step is not None:

@@ -1,10 +1,12 @@
-"""What every stage needs: settings, database engine, artifact store, device."""
+"""What every stage needs: settings, database engine, artifact store, device, and the
+validator that runs the data-quality suites."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -12,7 +14,30 @@ from pipeline.settings import Settings, load_settings
 from pipeline.store import ArtifactStore
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
+
+
+class Validator(Protocol):
+    """Runs the validation suites of a run and stores their results; both methods
+    return a :class:`pipeline.validate.report.ValidationReport` (the engine's in-process
+    validator is :class:`pipeline.run.validate.InProcessValidator`)."""
+
+    def validate_inputs(self, run_id: int) -> Any:
+        """The input suites on the run's snapshots."""
+        ...
+
+    def validate_outputs(
+        self,
+        run_id: int,
+        config: Any,
+        step: str,
+        tiles: pd.DataFrame,
+        findings: pd.DataFrame,
+        shard_ids: list[str],
+    ) -> Any:
+        """The output suites on the run's tile scores and findings."""
+        ...
 
 
 @dataclass
@@ -23,7 +48,12 @@ class Context:
     engine: Engine
     store: ArtifactStore
     progress: bool = False
+    validator: Validator | None = field(default=None, repr=False)
     _device: torch.device | None = field(default=None, repr=False)
+
+    def with_validator(self, validator: Validator) -> Context:
+        """A copy whose stages ask ``validator`` for the data-quality suites."""
+        return dataclasses.replace(self, validator=validator)
 
     @property
     def device(self) -> torch.device:

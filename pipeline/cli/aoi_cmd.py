@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from pipeline.aois import add_aoi_file, get_aoi_config
+from pipeline.aoi.registry import add_aoi_file, get_aoi_config
 from pipeline.cli.common import AoiName, JsonFlag, console, context, guarded, print_json
 from pipeline.db import repo
 

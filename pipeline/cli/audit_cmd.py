@@ -6,16 +6,15 @@ from typing import Annotated
 
 import typer
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
-from pipeline.aois import get_aoi_config
+from pipeline.aoi.registry import get_aoi_config
 from pipeline.cli.common import AoiName, JsonFlag, StepOption, console, context, guarded, print_json
 
 
 @guarded
 def fetch(aoi: AoiName, step: StepOption) -> None:
     """Snapshot the AOI's imagery and open data for a time step."""
-    from pipeline.fetch import fetch_imagery, fetch_opendata
+    from pipeline.run.fetch import fetch_imagery, fetch_opendata
 
     ctx = context()
     config = get_aoi_config(ctx, aoi)
@@ -23,7 +22,7 @@ def fetch(aoi: AoiName, step: StepOption) -> None:
     opendata = fetch_opendata(ctx, config, step)
     for kind, ref in (("imagery", imagery), ("open data", opendata)):
         state = "unchanged, reused" if ref.reused else "stored"
-        console.print(f"{kind}: snapshot {ref.id} ({ref.content_hash[:12]}) {state}")
+        console.print(f"{kind}: snapshot {ref.snapshot_id} ({ref.content_hash[:12]}) {state}")
 
 
 @guarded
@@ -46,7 +45,7 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a challenger on the AOI's open data; promote it if it beats the champion."""
-    from pipeline.training import train_aoi_model
+    from pipeline.training.challenger import train_aoi_model
 
     if promote not in ("auto", "always", "never"):
         raise typer.BadParameter("must be auto, always or never", param_hint="--promote")
@@ -61,7 +60,7 @@ def train(
         warm_start=warm_start,
     )
     if as_json:
-        print_json(out.__dict__)
+        print_json(out.to_xcom())
         return
     champ = "none" if out.champion_val_iou is None else f"{out.champion_val_iou:.3f}"
     console.print(
@@ -81,40 +80,24 @@ def predict(
     force: Annotated[bool, typer.Option(help="Ignore the prediction cache.")] = False,
 ) -> None:
     """Predict building masks for every shard (cached per imagery hash and model)."""
-    from pipeline.audit import resolve_model_version
-    from pipeline.db import repo
-    from pipeline.fetch import fetch_imagery
-    from pipeline.mosaic import read_mosaic
-    from pipeline.predictions import predict_shard
+    from pipeline.run import layout
+    from pipeline.run.fetch import fetch_imagery
+    from pipeline.run.inputs import imagery_snapshot
+    from pipeline.run.lifecycle import resolve_model_version
+    from pipeline.run.predict import predict_imagery
 
     ctx = context()
     config = get_aoi_config(ctx, aoi)
-    imagery = fetch_imagery(ctx, config, step)
+    fetched = fetch_imagery(ctx, config, step)
     mv_id = resolve_model_version(ctx, config, model_version)
     with Session(ctx.engine) as s:
-        shard_meta = dict(repo.get_snapshot(s, imagery.id).meta)["shards"]
-    hits = 0
-    for shard in tqdm(list(config.shards()), desc="predict", unit="shard"):
-        meta = shard_meta.get(shard.id)
-        if meta is None:
-            continue
-        with ctx.store.readable_path(meta["key"]) as path:
-            image, valid = read_mosaic(path)
-        pred = predict_shard(
-            ctx,
-            aoi=aoi,
-            shard=shard,
-            image=image,
-            valid=valid,
-            imagery_hash=meta["hash"],
-            model_version_id=mv_id,
-            force=force,
-        )
-        hits += pred.cache_hit
+        imagery = imagery_snapshot(s, fetched.snapshot_id)
+    predictions = predict_imagery(ctx, config, imagery, mv_id, repredict=force)
+    hits = sum(p.cache_hit for p in predictions.values())
     console.print(
-        f"{len(shard_meta)} shards predicted with model version {mv_id} ({hits} from cache)"
+        f"{len(predictions)} shards predicted with model version {mv_id} ({hits} from cache)"
     )
-    console.print(f"mosaics under {ctx.store.uri(f'aois/{aoi}/predictions/m{mv_id}')}")
+    console.print(f"mosaics under {ctx.store.uri(layout.predictions_folder(aoi, mv_id))}")
 
 
 @guarded
@@ -143,7 +126,7 @@ def audit(
     When the imagery, open data, model and AOI settings are unchanged since a
     succeeded run of the step, that run's results are shown and nothing is redone.
     """
-    from pipeline.audit import run_audit
+    from pipeline.run.local import run_audit
 
     ctx = context()
     result = run_audit(
@@ -160,14 +143,14 @@ def audit(
     if as_json:
         print_json(
             {
-                **summary,
+                **summary.to_xcom(),
                 "seconds": result.seconds,
                 "cache_hits": result.cache_hits,
                 "reused": result.reused,
             }
         )
         return
-    agg = summary["aggregates"]
+    agg = summary.aggregates
     if result.reused:
         console.print(
             f"run {result.run_id}: {aoi} {step} is up to date (same imagery, open data, "
@@ -184,6 +167,6 @@ def audit(
         f"flagged tiles {agg['flagged_tile_share']:.1%}"
     )
     console.print(
-        f"findings: {summary['n_findings']} {agg.get('findings_by_kind', {})}; "
-        f"changes: {summary['n_changes']}; hotspots: {summary['n_hotspots']}"
+        f"findings: {summary.n_findings} {agg.get('findings_by_kind', {})}; "
+        f"changes: {summary.n_changes}; hotspots: {summary.n_hotspots}"
     )

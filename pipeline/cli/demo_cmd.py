@@ -22,7 +22,7 @@ def demo(
     ] = None,
 ) -> None:
     """Create the sample AOI, train, audit two time steps, score against the truth."""
-    from pipeline.demo import run_demo
+    from pipeline.sample.demo import run_demo
 
     ctx = context()
     budget = {"train_steps": train_steps, "train_seconds": train_seconds}

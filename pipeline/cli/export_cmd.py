@@ -20,7 +20,7 @@ OptionalStep = Annotated[
 def changes(aoi: AoiName, step: OptionalStep = None, as_json: JsonFlag = False) -> None:
     """Changes found between the previous time step and ``--step``."""
     from pipeline.db import repo
-    from pipeline.report import run_for_step
+    from pipeline.results.report import run_for_step
 
     ctx = context(progress=False)
     run_id = run_for_step(ctx, aoi, step)
@@ -44,7 +44,7 @@ def changes(aoi: AoiName, step: OptionalStep = None, as_json: JsonFlag = False) 
 @guarded
 def report(aoi: AoiName, as_json: JsonFlag = False) -> None:
     """Quality trend of an AOI and its latest findings and hotspots."""
-    from pipeline.report import aoi_report
+    from pipeline.results.report import aoi_report
 
     ctx = context(progress=False)
     data = aoi_report(ctx, aoi)
@@ -92,8 +92,8 @@ def export(
     ] = None,
 ) -> None:
     """Export findings and changes (GeoJSON/GeoPackage) and composite PNG tiles."""
-    from pipeline.export import export_run
-    from pipeline.report import run_for_step
+    from pipeline.results.export import export_run
+    from pipeline.results.report import run_for_step
 
     if fmt not in ("geojson", "gpkg"):
         raise typer.BadParameter("must be geojson or gpkg", param_hint="--format")

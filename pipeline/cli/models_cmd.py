@@ -72,7 +72,7 @@ def export(
 ) -> None:
     """Export a model version to ONNX for serving elsewhere."""
     from pipeline.model.export import export_onnx
-    from pipeline.predictions import load_model_version
+    from pipeline.run.predict import load_model_version
 
     ctx = context(progress=False)
     with Session(ctx.engine) as s:

@@ -21,7 +21,7 @@ def create(
     name: Annotated[str, typer.Option(help="AOI name to register.")] = "sample-town",
 ) -> None:
     """Generate imagery, open data with injected defects and truth for two time steps."""
-    from pipeline.demo import create_sample_aoi
+    from pipeline.sample.demo import create_sample_aoi
 
     ctx = context()
     info, config = create_sample_aoi(ctx, out, size_m=size_m, seed=seed, name=name)

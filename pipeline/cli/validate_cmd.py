@@ -28,11 +28,11 @@ def validate(
     """
     from sqlalchemy.orm import Session
 
-    from pipeline.aois import get_aoi_config
+    from pipeline.aoi.registry import get_aoi_config
     from pipeline.db import repo
     from pipeline.errors import ConfigError
-    from pipeline.fetch import fetch_imagery, fetch_opendata
-    from pipeline.validate import validate_inputs, validate_snapshots
+    from pipeline.run.fetch import fetch_imagery, fetch_opendata
+    from pipeline.run.validate import validate_inputs, validate_snapshots
 
     ctx = context()
     config = get_aoi_config(ctx, aoi)
@@ -47,7 +47,7 @@ def validate(
     else:
         imagery = fetch_imagery(ctx, config, step)
         opendata = fetch_opendata(ctx, config, step)
-        report = validate_snapshots(ctx, config, imagery.id, opendata.id)
+        report = validate_snapshots(ctx, config, imagery.snapshot_id, opendata.snapshot_id)
     if as_json:
         print_json(report.summary())
     else:

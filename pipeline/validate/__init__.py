@@ -1,17 +1,10 @@
-"""Data-quality gates with Great Expectations: suites, profiles and the audit gate."""
+"""Data-quality checks with Great Expectations: the versioned suites (:mod:`.gx`), the
+tables they run on (:mod:`.profiles`) and what they found (:mod:`.report`).
 
-from pipeline.validate.gate import (
-    ValidationReport,
-    suite_parameters,
-    validate_inputs,
-    validate_outputs,
-    validate_snapshots,
-)
+The gate of an audit, which runs them on a run's inputs and outputs and stores the
+results, is the run's validate stage (:mod:`pipeline.run.validate`).
+"""
 
-__all__ = [
-    "ValidationReport",
-    "suite_parameters",
-    "validate_inputs",
-    "validate_outputs",
-    "validate_snapshots",
-]
+from pipeline.validate.report import CheckedInput, ValidationReport, suite_parameters
+
+__all__ = ["CheckedInput", "ValidationReport", "suite_parameters"]

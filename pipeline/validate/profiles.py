@@ -10,6 +10,7 @@ later ``geoaudit validate`` sees what the source really held.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import geopandas as gpd
@@ -17,12 +18,9 @@ import numpy as np
 import pandas as pd
 import rasterio
 import shapely
-from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.features import geometry_mask
 
-from pipeline.aoi import AoiConfig
-from pipeline.errors import StoreError
+from pipeline.aoi.config import AoiConfig
 from pipeline.tiles import Shard, shard_transform
 
 WEB_MERCATOR = "EPSG:3857"
@@ -64,18 +62,19 @@ def opendata_feature_profile(frame: gpd.GeoDataFrame, required: list[str]) -> pd
 
 
 def opendata_snapshot_profile(
-    meta: dict[str, Any],
+    read_info: Mapping[str, Any],
+    repair: Mapping[str, Any],
     feature_count: int,
     previous_count: int | None,
     expected_crs: str | None = None,
 ) -> pd.DataFrame:
     """One row: declared CRS (and whether it is ``expected_crs``), what the source
-    dropped, repairs, and the feature count against the previous step's (ratio 1.0 when
-    there is none)."""
+    dropped (``read_info``), repairs, and the feature count against the previous step's
+    (ratio 1.0 when there is none)."""
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
-    source = meta.get("source") or {}
+    source = read_info
     declared = source.get("crs")
     try:
         matches = expected_crs is None or (
@@ -83,7 +82,6 @@ def opendata_snapshot_profile(
         )
     except CRSError:
         matches = False
-    repair = meta.get("repair") or {}
     dropped = source.get("dropped") or {}
     n_read = int(source.get("n_read") or 0)
     ratio = feature_count / previous_count if previous_count else 1.0
@@ -119,14 +117,14 @@ def _aoi_mask(config: AoiConfig, shard: Shard, size: int) -> np.ndarray:
 
 
 def imagery_shard_profile(
-    config: AoiConfig, meta: dict[str, Any], open_mosaic: Any
+    config: AoiConfig, read_shard: Callable[[str, int], tuple[np.ndarray, np.ndarray] | None]
 ) -> pd.DataFrame:
     """One row per AOI shard: pixels in the AOI, the share without imagery there, and the
     mean brightness and colour shares of the imagery in the AOI.
 
-    ``open_mosaic(key)`` is a context manager giving a local path of a stored mosaic.
+    ``read_shard(shard_id, size)`` gives a shard's imagery ``(bands, size, size)`` and
+    valid mask, decimated to ``size`` px, or None when the snapshot has no imagery there.
     """
-    stored = meta.get("shards") or {}
     rows = []
     for shard in config.shards():
         size = max(shard.size // DECIMATE, 1)
@@ -140,20 +138,9 @@ def imagery_shard_profile(
             "green_share": np.nan,
             "blue_share": np.nan,
         }
-        entry = stored.get(shard.id)
-        if entry is not None:
-            try:
-                with open_mosaic(entry["key"]) as path, rasterio.open(path) as src:
-                    data = src.read(
-                        [1, 2, 3][: src.count],
-                        out_shape=(min(src.count, 3), size, size),
-                        resampling=Resampling.nearest,
-                    )
-                    valid = src.dataset_mask(out_shape=(size, size)) > 0
-            except RasterioError as exc:
-                raise StoreError(
-                    f"imagery mosaic {entry['key']} of shard {shard.id}: cannot read ({exc})"
-                ) from exc
+        pixels = read_shard(shard.id, size)
+        if pixels is not None:
+            data, valid = pixels
             use = valid & in_aoi
             row["valid_px"] = int(use.sum())
             if use.any():

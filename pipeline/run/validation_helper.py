@@ -1,4 +1,4 @@
-"""The audit's validation gate in a forked helper process (Linux), for the one-call audit.
+"""The local runner's validation gate in a forked helper process (Linux).
 
 Great Expectations takes seconds to import, mostly pure Python that a thread cannot
 overlap with anything. Forked at the start of an audit, the helper shares every module
@@ -21,10 +21,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from pipeline.aoi import AoiConfig
+from pipeline.aoi.config import AoiConfig
 from pipeline.context import Context, open_context
+from pipeline.run.validate import validate_inputs, validate_outputs
 from pipeline.settings import Settings
-from pipeline.validate.gate import ValidationReport, validate_inputs, validate_outputs
+from pipeline.validate.report import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +69,25 @@ def _child(conn: Connection, parent_end: Connection, settings: Settings, engine:
             continue
         conn.send(("ok", report))
         try:
-            report.write_pages(ctx)  # after the answer: off the audit's path
+            report.write_pages(ctx.store)  # after the answer: off the audit's path
         except Exception:  # noqa: BLE001 - the results are stored; pages are a view
             log.exception("Data Docs pages not written", extra={"index": report.index_key})
 
 
 class AuditGate:
-    """The input and output suites of one audit; a context manager around the audit."""
+    """The input and output suites of one audit (a :class:`~pipeline.context.Validator`);
+    a context manager around the audit.
+
+    :meth:`submit_inputs` starts the input suites of a run and returns at once; the
+    runner works on while :meth:`inputs_ready` is False, and :meth:`validate_inputs`
+    then answers (waiting if need be).
+    """
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._process: Any = None
         self._used = False
-        self._pending = 0
+        self._pending: int | None = None
         if sys.platform == "linux":
             mp = multiprocessing.get_context("fork")
             self._conn, child_conn = mp.Pipe()
@@ -94,25 +101,26 @@ class AuditGate:
             child_conn.close()
 
     def validate_inputs(self, run_id: int) -> ValidationReport:
-        """The input suites on run ``run_id``'s snapshots (stored on the run)."""
-        self.submit_inputs(run_id)
-        return self.inputs_report()
+        """The input suites on run ``run_id``'s snapshots (stored on the run): the answer
+        to :meth:`submit_inputs` when that run was submitted, else submitted now."""
+        if self._pending != run_id:
+            if self._pending is not None and self._process is not None:
+                self._receive()  # another run's answer, never asked for: not this one's
+            self.submit_inputs(run_id)
+        self._pending = None
+        if self._process is None:
+            return validate_inputs(self._ctx, run_id)
+        return self._receive()
 
     def submit_inputs(self, run_id: int) -> None:
-        """Start validating run ``run_id``'s inputs; :meth:`inputs_report` answers."""
+        """Start validating run ``run_id``'s inputs; :meth:`validate_inputs` answers."""
         self._pending = run_id
         if self._process is not None:
             self._send("inputs", (run_id,))
 
     def inputs_ready(self) -> bool:
-        """True once :meth:`inputs_report` would answer without waiting."""
+        """True once :meth:`validate_inputs` would answer without waiting."""
         return self._process is None or self._conn.poll()
-
-    def inputs_report(self) -> ValidationReport:
-        """The report of the inputs submitted last (waits for it)."""
-        if self._process is None:
-            return validate_inputs(self._ctx, self._pending)
-        return self._receive()
 
     def validate_outputs(
         self,

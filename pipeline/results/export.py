@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.shard_stage import load_run_inputs
-from pipeline.tile_view import composite, cut_tile, shard_layers, shard_of
-from pipeline.tiles import Shard, Tile
+from pipeline.results.tile_view import composite, cut_tile, shard_layers
+from pipeline.run.inputs import load_run_inputs
+from pipeline.tiles import Shard, Tile, shard_of
 
 __all__ = ["ExportResult", "composite", "export_run", "geojson_bytes", "csv_bytes"]
 
@@ -116,7 +116,7 @@ def write_composites(ctx: Context, run_id: int, tiles: list[Tile], out_dir: Path
     inputs = load_run_inputs(ctx, run_id)
     by_shard: dict[Shard, list[Tile]] = {}
     for tile in tiles:
-        by_shard.setdefault(shard_of(inputs, tile), []).append(tile)
+        by_shard.setdefault(shard_of(tile, inputs.aoi.shard_zoom), []).append(tile)
     written: list[Path] = []
     for shard, shard_tiles in tqdm(
         by_shard.items(), desc="composites", unit="shard", disable=not ctx.progress

@@ -19,20 +19,22 @@ from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.merge import merge
 from shapely.geometry.base import BaseGeometry
+from sqlalchemy.orm import Session
 
 from pipeline.context import Context
+from pipeline.db import repo
 from pipeline.errors import NotFoundError
 from pipeline.mosaic import read_mosaic
-from pipeline.predictions import prediction_key
-from pipeline.shard_stage import RunInputs, labels_key, load_run_inputs
+from pipeline.run import layout
+from pipeline.run.inputs import RunInputs, load_run_inputs, read_shard_image
 from pipeline.tiles import (
     TILE_SIZE,
     Shard,
     Tile,
     block_of,
     lnglat_bounds,
-    parent,
     parse_shard_id,
+    shard_of,
     xy_bounds,
 )
 
@@ -87,22 +89,22 @@ class TileLayers:
         return composite(self.image, self.label, self.pred)
 
 
-def shard_of(inputs: RunInputs, tile: Tile) -> Shard:
-    """The shard of the run's AOI that holds ``tile``."""
-    return Shard(parent(tile, inputs.aoi.shard_zoom), inputs.aoi.work_zoom)
-
-
 def shard_layers(ctx: Context, inputs: RunInputs, shard: Shard) -> ShardLayers | None:
     """Read a shard's three mosaics; None when the run has no imagery for the shard."""
-    meta = inputs.imagery_meta["shards"].get(shard.id)
-    if meta is None:
+    ref = inputs.imagery.shards.get(shard.id)
+    if ref is None:
         return None
-    with ctx.store.readable_path(meta["key"]) as p:
-        image, _ = read_mosaic(p)
-    with ctx.store.readable_path(labels_key(inputs.aoi.name, inputs.opendata_hash, shard.id)) as p:
+    image = read_shard_image(ctx, ref).data
+    name = inputs.aoi.name
+    with ctx.store.readable_path(
+        layout.labels_key(name, inputs.opendata.content_hash, shard.id)
+    ) as p:
         label = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) > 0
-    pkey = prediction_key(inputs.aoi.name, inputs.model_version_id, meta["hash"], shard.id)
-    with ctx.store.readable_path(pkey) as p:
+    with Session(ctx.engine) as s:
+        entry = repo.cached_prediction(s, ref.content_hash, inputs.model_version_id, shard.id)
+    if entry is None:  # the cache is shared by AOIs: its entry says where the mosaic is
+        raise NotFoundError(f"run {inputs.run_id} has no prediction of shard {shard.id}")
+    with ctx.store.readable_path(entry.uri) as p:
         pred = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) >= 128
     return ShardLayers(image=image, label=label, pred=pred)
 
@@ -126,7 +128,7 @@ def tile_layers(ctx: Context, run_id: int, tile: Tile) -> TileLayers:
         raise NotFoundError(
             f"tile {tile} is not at AOI {inputs.aoi.name!r}'s work zoom {inputs.aoi.work_zoom}"
         )
-    shard = shard_of(inputs, tile)
+    shard = shard_of(tile, inputs.aoi.shard_zoom)
     layers = shard_layers(ctx, inputs, shard)
     if layers is None:
         raise NotFoundError(f"run {run_id} has no imagery for tile {tile} (shard {shard.id})")
@@ -153,8 +155,8 @@ def imagery_crop(
     left, bottom, right, top = projected.bounds
     area = (left - pad_m, bottom - pad_m, right + pad_m, top + pad_m)
     keys = [
-        meta["key"]
-        for shard_id, meta in inputs.imagery_meta["shards"].items()
+        ref.key
+        for shard_id, ref in inputs.imagery.shards.items()
         if _overlaps(area, xy_bounds(parse_shard_id(shard_id, inputs.aoi.work_zoom).tile))
     ]
     if not keys:
@@ -180,8 +182,8 @@ def shard_previews(
     """A PNG of each shard's imagery at ``size`` px and its lon/lat bounds, for map backdrops."""
     inputs = load_run_inputs(ctx, run_id)
     out: list[tuple[tuple[float, ...], bytes]] = []
-    for shard_id, meta in sorted(inputs.imagery_meta["shards"].items()):
-        with ctx.store.readable_path(meta["key"]) as p, rasterio.open(p) as src:
+    for shard_id, ref in sorted(inputs.imagery.shards.items()):
+        with ctx.store.readable_path(ref.key) as p, rasterio.open(p) as src:
             data = src.read([1, 2, 3], out_shape=(3, size, size), resampling=Resampling.average)
             mask = src.dataset_mask(out_shape=(size, size), resampling=Resampling.nearest)
         rgba = np.concatenate([np.moveaxis(data, 0, -1), mask[..., None]], axis=-1)

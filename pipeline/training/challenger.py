@@ -1,62 +1,41 @@
-"""Model lifecycle: build a training set from an AOI's own open data, train a
-challenger, compare it with the champion on the same held-out tiles, register
-it and promote it when it is better.
-
-Held-out tiles are chosen by a hash of ``z/x/y`` so every retraining of an AOI
-holds out the same tiles: champion and challenger are judged on equal ground.
-Tiles reviewed as ``label_wrong`` are excluded from training and validation.
-"""
+"""A challenger for an AOI's model: train it on the AOI's training set, compare it
+with the champion on the same held-out tiles, register it, promote it when it is
+better (champion / challenger)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-import numpy as np
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
-from pipeline.aoi import AoiConfig
-from pipeline.aois import get_aoi_config
+from pipeline.aoi.config import AoiConfig
+from pipeline.aoi.registry import get_aoi_config
+from pipeline.aoi.steps import check_step
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.errors import GeoAuditError
-from pipeline.fetch import fetch_imagery, fetch_opendata
-from pipeline.mosaic import read_mosaic
-from pipeline.shard_stage import labels_for
-from pipeline.tiles import TILE_SIZE, Tile, block_of
+from pipeline.errors import ConfigError
+from pipeline.run import layout
+from pipeline.run.handoffs import Handoff
+from pipeline.run.predict import load_model_version
+from pipeline.training.trainset import build_training_set
 
 log = logging.getLogger(__name__)
 PromotePolicy = Literal["auto", "always", "never"]
 
 
-def is_heldout(tile: Tile, share: float) -> bool:
-    """Deterministic hold-out: ``int(sha1("z/x/y")[:8], 16) / 2**32 < share``."""
-    digest = hashlib.sha1(f"{tile.z}/{tile.x}/{tile.y}".encode()).hexdigest()
-    return int(digest[:8], 16) / 2**32 < share
-
-
-@dataclass
-class TrainingSet:
-    """Shard-sized training samples and tile-sized held-out samples."""
-
-    train: list
-    val: list
-    heldout_tiles: list[str]
-    excluded_tiles: list[str]
-    steps: list[str]
-
-
 @dataclass(frozen=True)
-class TrainOutcome:
-    """A trained, registered model version and the promotion decision."""
+class TrainOutcome(Handoff):
+    """A trained, registered model version and the promotion decision (``steps``: the
+    optimiser steps it took)."""
+
+    what: ClassVar[str] = "training outcome"
 
     model_version_id: int
     version: int
@@ -66,70 +45,6 @@ class TrainOutcome:
     promoted: bool
     seconds: float
     steps: int
-
-
-def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> TrainingSet:
-    """Training samples per shard (held-out and excluded tiles masked out) and held-out tiles."""
-    from pipeline.model.dataset import TrainingSample
-
-    share = config.model.train.heldout_share
-    with Session(ctx.engine) as s:
-        aoi_id = repo.get_aoi(s, config.name).id
-        excluded = repo.label_wrong_tiles(s, aoi_id)
-    train, val, heldout, excluded_names = [], [], set(), set()
-    for step in steps:
-        imagery = fetch_imagery(ctx, config, step)
-        opendata = fetch_opendata(ctx, config, step)
-        with Session(ctx.engine) as s:
-            img_meta = dict(repo.get_snapshot(s, imagery.id).meta)
-            od_meta = dict(repo.get_snapshot(s, opendata.id).meta)
-        for shard, tiles in tqdm(
-            config.shards().items(),
-            desc=f"training set {step}",
-            unit="shard",
-            disable=not ctx.progress,
-        ):
-            meta = img_meta["shards"].get(shard.id)
-            if meta is None:
-                continue
-            with ctx.store.readable_path(meta["key"]) as path:
-                image, valid = read_mosaic(path)
-            valid = np.ones(image.shape[1:], bool) if valid is None else valid.copy()
-            labels = labels_for(ctx, config.name, opendata.content_hash, od_meta, shard)
-            train_valid = np.zeros_like(valid)
-            for tile in tiles:
-                row, col = block_of(tile, shard)
-                sl = np.s_[
-                    row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE
-                ]
-                if tile in excluded:
-                    excluded_names.add(str(tile))
-                    continue
-                if is_heldout(tile, share):
-                    if valid[sl].mean() > 0.5:
-                        heldout.add(str(tile))
-                        val.append(
-                            TrainingSample(
-                                image=image[(slice(None), *sl)].copy(),
-                                label=labels[sl].copy(),
-                                valid=valid[sl].copy(),
-                                name=f"{step}/{tile}",
-                            )
-                        )
-                    continue
-                train_valid[sl] = valid[sl]
-            if train_valid.any():
-                train.append(
-                    TrainingSample(
-                        image=image, label=labels, valid=train_valid, name=f"{step}/{shard.id}"
-                    )
-                )
-    if not train or not val:
-        raise GeoAuditError(
-            f"AOI {config.name!r} has too little imagery to train on for steps {steps}: "
-            f"{len(train)} training shards, {len(val)} held-out tiles"
-        )
-    return TrainingSet(train, val, sorted(heldout), sorted(excluded_names), list(steps))
 
 
 def _train_config(config: AoiConfig, max_seconds: float | None, max_steps: int | None):
@@ -179,7 +94,6 @@ def train_aoi_model(
     from pipeline.model.checkpoint import save_model
     from pipeline.model.net import build_model
     from pipeline.model.train import evaluate_iou, train_model
-    from pipeline.predictions import load_model_version
 
     started = time.perf_counter()
     config = get_aoi_config(ctx, aoi_name)
@@ -220,7 +134,7 @@ def train_aoi_model(
             weights,
             meta={"aoi": config.name, "steps": steps, "val_iou": result.val_iou},
         )
-        key = f"models/{config.model.name}/{sha[:16]}.pt"
+        key = layout.model_weights_key(config.model.name, sha)
         ctx.store.put_file(weights, key)
 
     promoted = promote == "always" or (
@@ -267,3 +181,25 @@ def train_aoi_model(
         )
     log.info("model trained", extra=dataclasses.asdict(outcome))
     return outcome
+
+
+def retrain(
+    ctx: Context,
+    aoi: str,
+    steps: list[str],
+    *,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+) -> TrainOutcome:
+    """Train a challenger on ``steps`` (default: the AOI's latest configured step) and
+    promote it only if it beats the champion on the same held-out tiles (what the
+    retraining DAG runs)."""
+    config = get_aoi_config(ctx, aoi)
+    steps = list(steps) or config.steps[-1:]
+    if not steps:
+        raise ConfigError(f"AOI {aoi!r}: no time step to train on (set 'steps' or pass some)")
+    for step in steps:
+        check_step(step)
+    return train_aoi_model(
+        ctx, aoi, steps, max_steps=max_steps, max_seconds=max_seconds, promote="auto"
+    )

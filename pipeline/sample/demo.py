@@ -17,13 +17,13 @@ import geopandas as gpd
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from pipeline.aoi import AoiConfig, parse_aoi
-from pipeline.aois import register_aoi
-from pipeline.audit import AuditResult, run_audit
+from pipeline.aoi.config import AoiConfig, parse_aoi
+from pipeline.aoi.registry import register_aoi
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.run.local import AuditResult, run_audit
 from pipeline.sample import SampleInfo, create_sample, evaluate_against_truth
-from pipeline.training import train_aoi_model
+from pipeline.training.challenger import train_aoi_model
 
 log = logging.getLogger(__name__)
 SAMPLE_AOI = "sample-town"
@@ -141,7 +141,7 @@ def run_demo(
 
     audits = [run_audit(ctx, config.name, step) for step in info.steps]
     for res in audits:
-        for stage, fig in res.summary["stage_seconds"].items():
+        for stage, fig in res.summary.stage_seconds.items():
             agg = stages.setdefault(stage, {"seconds": 0.0, "tiles": 0.0})
             agg["seconds"] += fig["seconds"]
             agg["tiles"] = agg.get("tiles", 0.0) + n_tiles
@@ -180,7 +180,7 @@ def run_demo(
                 "run_id": r.run_id,
                 "step": r.step,
                 "seconds": round(r.seconds, 3),
-                **r.summary["aggregates"],
+                **r.summary.aggregates,
             }
             for r in audits
         ],

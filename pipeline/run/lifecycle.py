@@ -1,0 +1,193 @@
+"""The run lifecycle: start a run (or reuse an identical one), record a failure, close
+runs abandoned by a dead process.
+
+A run row is ``running`` from :func:`start_run` until the publish stage marks it
+``succeeded`` or a failure marks it ``failed`` with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from sqlalchemy.orm import Session
+
+from pipeline.aoi.config import AoiConfig, shards_in_bbox
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.errors import ConfigError, NotFoundError
+from pipeline.redact import redact
+from pipeline.run.handoffs import AuditPlan, AuditRequest, FetchedSnapshot
+from pipeline.run.inputs import imagery_snapshot
+
+log = logging.getLogger(__name__)
+
+# AOI settings that do not change results; the model settings act through the model version.
+_KEY_EXCLUDE = {"description", "schedule", "owner", "tags", "steps", "model", "validation"}
+
+
+def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int | None) -> int:
+    """The requested model version, or the production model of the AOI's model name."""
+    with Session(ctx.engine) as s:
+        if model_version_id is not None:
+            return repo.get_model_version(s, model_version_id).id
+        mv = repo.production_model(s, config.model.name)
+        if mv is None:
+            raise NotFoundError(
+                f"no production model named {config.model.name!r}: train one first "
+                f"(geoaudit train {config.name}) or pass a model version"
+            )
+        return mv.id
+
+
+def audit_inputs_key(
+    config: AoiConfig,
+    imagery: FetchedSnapshot,
+    opendata: FetchedSnapshot,
+    model_version_id: int,
+    previous_run_id: int | None,
+    bbox: tuple[float, ...] | None = None,
+) -> str:
+    """sha256 of everything an audit's results depend on: the snapshots' content, the
+    model version, the AOI settings that change results, the bbox and the previous
+    step's run (changes are computed against it)."""
+    payload = {
+        "bbox": list(bbox) if bbox is not None else None,
+        "imagery": imagery.content_hash,
+        "opendata": opendata.content_hash,
+        "model_version_id": model_version_id,
+        "previous_run_id": previous_run_id,
+        "aoi": config.model_dump(mode="json", exclude=_KEY_EXCLUDE),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def start_run(
+    ctx: Context,
+    config: AoiConfig,
+    request: AuditRequest,
+    imagery: FetchedSnapshot,
+    opendata: FetchedSnapshot,
+) -> AuditPlan:
+    """Create the run row and list its shards (the plan a scheduler fans out over).
+
+    Unless ``force`` or ``repredict``, an earlier succeeded run of the step made from
+    the same inputs (:func:`audit_inputs_key`) is reused: no new run is created and the
+    plan has no shards. The fetch stages' seconds are the run's first stage timing.
+    """
+    check_snapshots_belong(ctx, config.name, request.step, imagery, opendata)
+    mv_id = resolve_model_version(ctx, config, request.model_version_id)
+    bbox = request.bbox
+    if bbox is not None:
+        shard_ids = shards_in_bbox(config, bbox)  # validates bbox
+        bbox = tuple(float(v) for v in bbox)
+    else:
+        shard_ids = [shard.id for shard in config.shards()]
+    with Session(ctx.engine) as s, s.begin():
+        aoi_id = repo.get_aoi(s, config.name).id
+        previous = repo.previous_run(s, aoi_id, request.step)
+        inputs_key = audit_inputs_key(
+            config, imagery, opendata, mv_id, previous.id if previous else None, bbox
+        )
+        if not (request.force or request.repredict):
+            same = repo.reusable_run(
+                s,
+                aoi_id,
+                request.step,
+                imagery_snapshot_id=imagery.snapshot_id,
+                opendata_snapshot_id=opendata.snapshot_id,
+                model_version_id=mv_id,
+                inputs_key=inputs_key,
+            )
+            if same is not None:
+                log.info(
+                    "audit up to date: inputs unchanged since an earlier run",
+                    extra={"aoi": config.name, "step": request.step, "run_id": same.id},
+                )
+                return AuditPlan(config.name, request.step, same.id, (), reused=True)
+        run = repo.start_run(
+            s,
+            aoi_id,
+            request.step,
+            trigger=request.trigger,
+            external_id=request.external_id,
+            params={
+                **request.params,
+                "force": request.force,
+                "repredict": request.repredict,
+                "bbox": list(bbox) if bbox is not None else None,
+                "inputs_key": inputs_key,
+            },
+            shards_total=len(shard_ids),
+            imagery_snapshot_id=imagery.snapshot_id,
+            opendata_snapshot_id=opendata.snapshot_id,
+            model_version_id=mv_id,
+        )
+        repo.add_stage_seconds(s, run.id, {"fetch": imagery.seconds + opendata.seconds})
+        return AuditPlan(config.name, request.step, run.id, tuple(shard_ids))
+
+
+def check_snapshots_belong(
+    ctx: Context, aoi: str, step: str, imagery: FetchedSnapshot, opendata: FetchedSnapshot
+) -> None:
+    """Both snapshots are of ``aoi`` and ``step`` and of their kind, and the imagery
+    covers a shard; ConfigError (the run must not start) otherwise."""
+    with Session(ctx.engine) as s:
+        aoi_id = repo.get_aoi(s, aoi).id
+        for ref, kind in ((imagery, "imagery"), (opendata, "opendata")):
+            snap = repo.get_snapshot(s, ref.snapshot_id)
+            if snap.kind != kind:
+                raise ConfigError(f"snapshot {snap.id} is {snap.kind}, not {kind}")
+            if snap.aoi_id != aoi_id or snap.step != step:
+                raise ConfigError(
+                    f"snapshot {snap.id} is of AOI id {snap.aoi_id} step {snap.step!r}, "
+                    f"not of {aoi!r} step {step!r}"
+                )
+        if not imagery_snapshot(s, imagery.snapshot_id).shards:
+            raise ConfigError(
+                f"imagery snapshot {imagery.snapshot_id} of {aoi!r} {step} covers no shard"
+            )
+
+
+def fail_run(ctx: Context, run_id: int, error: BaseException | str) -> None:
+    """Record a failed run with its reason (results already stored stay as they were)."""
+    with Session(ctx.engine) as s, s.begin():
+        repo.finish_run(s, run_id, "failed", error=redact(str(error))[:4000])
+
+
+def record_failure(ctx: Context, run_id: int, reason: str) -> None:
+    """Mark a run failed with ``reason`` unless it already finished (idempotent)."""
+    with Session(ctx.engine) as s:
+        status = repo.get_run(s, int(run_id)).status
+    if status in ("queued", "running"):
+        fail_run(ctx, int(run_id), reason)
+
+
+def record_failure_of(ctx: Context, external_id: str, reason: str) -> int | None:
+    """:func:`record_failure` for the run a scheduler started as ``external_id`` (e.g. an
+    Airflow run id); the run's id, or None when that scheduler run made no GeoAudit run."""
+    with Session(ctx.engine) as s:
+        run = repo.run_by_external_id(s, external_id)
+        run_id = run.id if run is not None else None
+    if run_id is not None:
+        record_failure(ctx, run_id, reason)
+    return run_id
+
+
+def close_abandoned_runs(ctx: Context, aoi_name: str, step: str) -> list[int]:
+    """Mark failed the local runs of the AOI and step left unfinished by a process that
+    died (killed, machine lost); call it holding the audit lock. Their ids."""
+    with Session(ctx.engine) as s, s.begin():
+        aoi_id = repo.get_aoi(s, aoi_name).id
+        ids = []
+        for run in repo.unfinished_local_runs(s, aoi_id, step):
+            repo.finish_run(
+                s, run.id, "failed", error="interrupted: its process stopped before it finished"
+            )
+            ids.append(run.id)
+    if ids:
+        log.warning(
+            "abandoned runs marked failed", extra={"aoi": aoi_name, "step": step, "runs": ids}
+        )
+    return ids

@@ -1,0 +1,167 @@
+"""The local runner: a whole audit in this process, the stages of
+:data:`~pipeline.run.stages.AUDIT_STAGES` in their declared order (``geoaudit audit``,
+the demo, tests).
+
+What it adds to the stages is its own: it holds the AOI-and-step lock for the whole
+run, and it validates in a forked helper process (:class:`AuditGate`) so that Great
+Expectations loads while the sources are read and the input suites run while the
+shards' predictions fill the cache. Nothing is scored or stored before the verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from pipeline.aoi.steps import check_step
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.errors import GeoAuditError
+from pipeline.locks import audit_lock
+from pipeline.run.handoffs import AuditPlan, AuditRequest, Handoff, RunSummary, ShardOutcome
+from pipeline.run.inputs import load_run_inputs
+from pipeline.run.lifecycle import close_abandoned_runs, record_failure
+from pipeline.run.predict import predict_ahead
+from pipeline.run.stages import AUDIT_STAGES, Stage
+from pipeline.run.validation_helper import AuditGate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AuditResult:
+    """Outcome of a whole audit run."""
+
+    run_id: int
+    aoi: str
+    step: str
+    seconds: float
+    summary: RunSummary
+    shards: list[ShardOutcome] = field(default_factory=list)
+    reused: bool = False
+
+    @property
+    def cache_hits(self) -> int:
+        """Shards whose prediction came from an earlier run's cache."""
+        return sum(1 for s in self.shards if s.cache_hit)
+
+    @property
+    def predicted_shards(self) -> int:
+        """Shards that ran inference in this run."""
+        return sum(1 for s in self.shards if s.predicted)
+
+
+def run_audit(
+    ctx: Context,
+    aoi_name: str,
+    step: str,
+    *,
+    model_version_id: int | None = None,
+    force: bool = False,
+    repredict: bool = False,
+    bbox: list[float] | None = None,
+    trigger: str = "cli",
+    wait_s: float = 0.0,
+) -> AuditResult:
+    """Run a complete audit in this process; a failure is recorded on the run and re-raised.
+
+    With unchanged inputs the earlier run is returned (``reused``) unless ``force``
+    (a new run, still using the prediction cache) or ``repredict`` (a new run that
+    ignores the prediction cache). While another process audits the same AOI and step,
+    wait up to ``wait_s`` seconds, then raise :class:`~pipeline.locks.AuditBusyError`.
+    """
+    request = AuditRequest(
+        aoi=aoi_name,
+        step=check_step(step),
+        model_version_id=model_version_id,
+        force=force,
+        repredict=repredict,
+        bbox=tuple(bbox) if bbox is not None else None,
+        trigger=trigger,
+    )
+    started = time.perf_counter()
+    with (
+        audit_lock(ctx.engine, aoi_name, step, wait_s=wait_s, home=ctx.settings.home),
+        AuditGate(ctx) as gate,  # Great Expectations loads while the sources are read
+    ):
+        close_abandoned_runs(ctx, aoi_name, step)
+        done = LocalRunner(ctx.with_validator(gate), gate).run(request)
+    summary: RunSummary = done["publish"]
+    return AuditResult(
+        run_id=summary.run_id,
+        aoi=aoi_name,
+        step=step,
+        seconds=time.perf_counter() - started,
+        summary=summary,
+        shards=list(done.get("shard", [])),
+        reused=summary.reused,
+    )
+
+
+class LocalRunner:
+    """Runs :data:`AUDIT_STAGES` in order in this process, each with the hand-offs it
+    takes; a per-shard stage once for each shard of the plan, with a progress bar."""
+
+    def __init__(self, ctx: Context, gate: AuditGate) -> None:
+        self.ctx = ctx
+        self.gate = gate
+
+    def run(self, request: AuditRequest) -> dict[str, Any]:
+        """Every stage's hand-off by stage name (a per-shard stage: their list)."""
+        done: dict[str, Any] = {}
+        plan: AuditPlan | None = None
+        try:
+            for stage in AUDIT_STAGES:
+                if stage.name == "validate" and plan is not None and not plan.reused:
+                    self._predict_while_validating(plan)
+                done[stage.name] = self._run(stage, request, done)
+                if isinstance(done[stage.name], AuditPlan):
+                    plan = done[stage.name]
+        except Exception as exc:
+            if plan is not None and not plan.reused:
+                reason = (
+                    str(exc) if isinstance(exc, GeoAuditError) else f"{type(exc).__name__}: {exc}"
+                )
+                record_failure(self.ctx, plan.run_id, reason)
+            raise
+        except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
+            if plan is not None and not plan.reused:
+                record_failure(self.ctx, plan.run_id, f"interrupted: {exc!r}")
+            raise
+        return done
+
+    def _run(self, stage: Stage, request: AuditRequest, done: dict[str, Any]) -> Any:
+        kwargs = {name: done[name] for name in stage.inputs}
+        if not stage.per_shard:
+            return stage.run(self.ctx, request, **kwargs)
+        plan: AuditPlan = done["plan"]
+        outcomes: list[Handoff] = []
+        for shard_id in tqdm(
+            plan.shard_ids,
+            desc=f"audit {request.aoi} {request.step}",
+            unit="shard",
+            disable=not self.ctx.progress,
+        ):
+            outcomes.append(stage.run(self.ctx, request, **kwargs, shard_id=shard_id))
+        return outcomes
+
+    def _predict_while_validating(self, plan: AuditPlan) -> None:
+        """Submit the input suites to the helper and fill the prediction cache until
+        their answer is ready (the validate stage then takes it)."""
+        self.gate.submit_inputs(plan.run_id)
+        if self.gate.inputs_ready():
+            return
+        inputs = load_run_inputs(self.ctx, plan.run_id)
+        seconds = 0.0
+        for shard_id in plan.shard_ids:
+            if self.gate.inputs_ready():
+                break
+            seconds += predict_ahead(self.ctx, inputs, shard_id)
+        if seconds:
+            with Session(self.ctx.engine) as s, s.begin():
+                repo.add_stage_seconds(s, plan.run_id, {"predict": seconds})

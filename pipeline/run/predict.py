@@ -1,0 +1,163 @@
+"""Prediction within a run: building probabilities per shard, cached per model version.
+
+A prediction is stored as a uint8 probability mosaic (:func:`layout.prediction_key`)
+and recorded in ``prediction_cache`` under (imagery hash, model version, shard) with
+the run that made it: an unchanged shard is never predicted twice by the same model.
+A run that re-predicts ignores what other runs cached, but keeps its own predictions
+(a retried shard, or the shards predicted while its inputs were being validated).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from pipeline.aoi.config import AoiConfig
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.mosaic import decode_prob, encode_prob, read_mosaic, write_mosaic
+from pipeline.run import layout
+from pipeline.run.inputs import ImagerySnapshot, RunInputs, ShardPixels, read_shard_image
+from pipeline.tiles import Shard, parse_shard_id
+
+log = logging.getLogger(__name__)
+_models: dict[tuple[str, int, str], Any] = {}
+_models_lock = threading.Lock()
+
+PredictionSource = Literal["cache", "this_run", "model"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Probabilities ``(H, W) float32`` of one shard and where they came from: ``cache``
+    (predicted by an earlier run), ``this_run`` (predicted earlier in this run) or
+    ``model`` (predicted now)."""
+
+    prob: np.ndarray
+    source: PredictionSource
+    key: str
+
+    @property
+    def cache_hit(self) -> bool:
+        """No inference ran for this run: the prediction came from an earlier run."""
+        return self.source == "cache"
+
+
+def load_model_version(ctx: Context, model_version_id: int) -> Any:
+    """A registered model's network in eval mode, loaded once per process and device."""
+    cache_key = (ctx.store.url, model_version_id, str(ctx.device))
+    with _models_lock:
+        if cache_key in _models:
+            return _models[cache_key]
+    from pipeline.model.checkpoint import load_model
+
+    with Session(ctx.engine) as s:
+        weights_key = repo.get_model_version(s, model_version_id).weights_uri
+    with ctx.store.readable_path(weights_key) as path:
+        model, _spec, _meta = load_model(path, device=ctx.device)
+    model.eval()
+    with _models_lock:
+        _models[cache_key] = model
+    return model
+
+
+def predict_shard(
+    ctx: Context,
+    *,
+    aoi: str,
+    shard: Shard,
+    image: ShardPixels,
+    imagery_hash: str,
+    model_version_id: int,
+    run_id: int | None = None,
+    repredict: bool = False,
+) -> Prediction:
+    """Probabilities for a shard mosaic: from the cache, or predicted and cached.
+
+    ``repredict`` ignores predictions that other runs cached (``run_id``'s own count).
+    """
+    with Session(ctx.engine) as s:
+        entry = repo.cached_prediction(s, imagery_hash, model_version_id, shard.id)
+        own = entry is not None and run_id is not None and entry.run_id == run_id
+        source: PredictionSource = "this_run" if own else "cache"
+        usable = entry is not None and (source == "this_run" or not repredict)
+        uri = entry.uri if entry is not None else ""
+    if usable and ctx.store.exists(uri):
+        with ctx.store.readable_path(uri) as path:
+            data, _ = read_mosaic(path)
+        prob = decode_prob(np.asarray(data).reshape(shard.size, shard.size))
+        return Prediction(prob=prob, source=source, key=uri)
+
+    from pipeline.model.predict import predict_mosaic
+
+    model = load_model_version(ctx, model_version_id)
+    prob = predict_mosaic(model, image.data, valid=image.valid, device=ctx.device)
+    key = layout.prediction_key(aoi, model_version_id, imagery_hash, shard.id)
+    stored = encode_prob(prob)
+    with ctx.store.writable_path(key) as tmp:
+        write_mosaic(tmp, stored, shard, kind="prob")
+    with Session(ctx.engine) as s, s.begin():
+        repo.store_prediction(s, imagery_hash, model_version_id, shard.id, key, run_id=run_id)
+    return Prediction(prob=decode_prob(stored), source="model", key=key)
+
+
+def predict_run_shard(
+    ctx: Context, inputs: RunInputs, shard: Shard, image: ShardPixels | None = None
+) -> Prediction:
+    """The prediction of one shard of a run that has imagery there (``image``: its
+    mosaic, when the caller read it already)."""
+    ref = inputs.imagery.shards[shard.id]
+    return predict_shard(
+        ctx,
+        aoi=inputs.aoi.name,
+        shard=shard,
+        image=image if image is not None else read_shard_image(ctx, ref),
+        imagery_hash=ref.content_hash,
+        model_version_id=inputs.model_version_id,
+        run_id=inputs.run_id,
+        repredict=inputs.repredict,
+    )
+
+
+def predict_ahead(ctx: Context, inputs: RunInputs, shard_id: str) -> float:
+    """Fill the prediction cache for one shard of a run (no score, no row): work a runner
+    can do while the run's inputs are validated. Seconds spent on inference (0 when the
+    shard has no imagery or its prediction was cached)."""
+    if shard_id not in inputs.imagery.shards:
+        return 0.0
+    t0 = time.perf_counter()
+    prediction = predict_run_shard(ctx, inputs, parse_shard_id(shard_id, inputs.aoi.work_zoom))
+    return time.perf_counter() - t0 if prediction.source == "model" else 0.0
+
+
+def predict_imagery(
+    ctx: Context,
+    aoi: AoiConfig,
+    imagery: ImagerySnapshot,
+    model_version_id: int,
+    *,
+    repredict: bool = False,
+) -> dict[str, Prediction]:
+    """Predictions of every shard of an imagery snapshot, outside any run (``geoaudit
+    predict``): cached ones are read, the others predicted and cached."""
+    out: dict[str, Prediction] = {}
+    for shard_id, ref in tqdm(
+        sorted(imagery.shards.items()), desc="predict", unit="shard", disable=not ctx.progress
+    ):
+        out[shard_id] = predict_shard(
+            ctx,
+            aoi=aoi.name,
+            shard=parse_shard_id(shard_id, aoi.work_zoom),
+            image=read_shard_image(ctx, ref),
+            imagery_hash=ref.content_hash,
+            model_version_id=model_version_id,
+            repredict=repredict,
+        )
+    return out

@@ -1,0 +1,208 @@
+"""The publish stage: findings, tile flags, hotspots and the AOI score of a run, checked
+by the output suites and written in one transaction that also marks the run succeeded.
+
+The run's predicted buildings (merged by the changes stage) are matched against its
+open data (:mod:`pipeline.score.match`); each finding belongs to the work tile holding
+its point on surface (:func:`pipeline.score.aggregate.finding_tiles`) and to that
+tile's shard, and tiles are flagged by :func:`pipeline.score.aggregate.flag_tiles`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.db.errors import RunStateError
+from pipeline.db.models import Finding
+from pipeline.run import layout
+from pipeline.run.handoffs import AuditPlan, RunSummary, ShardOutcome
+from pipeline.run.inputs import compared_opendata, load_run_inputs, read_geoparquet
+from pipeline.run.validate import validator_of
+from pipeline.score.aggregate import aoi_aggregates, finding_tiles, findings_per_tile, flag_tiles
+from pipeline.score.hotspots import hotspots as rank_hotspots
+from pipeline.score.match import MatchConfig, match
+from pipeline.tiles import Tile, shard_of
+
+log = logging.getLogger(__name__)
+
+AOI_SCORE_COLUMNS = (
+    "completeness",
+    "correctness",
+    "mean_iou",
+    "mean_qod",
+    "flagged_tile_share",
+    "n_opendata",
+    "n_predicted",
+    "findings_by_kind",
+)
+# finding measures with a column of their own; the others go into ``detail``
+_FINDING_TABLE = frozenset(c.name for c in Finding.__table__.columns) - {"id", "run_id", "detail"}
+_SHARD_STAGES = ("rasterize", "predict", "score")
+
+
+def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
+    """Compute and store findings, tile flags, hotspots and the AOI score; finish the run.
+
+    The output suites check the tile scores and findings first; a critical failure
+    raises and publishes nothing. A reused run is not published again.
+    """
+    if plan.reused:
+        return stored_run_summary(ctx, plan.run_id, reused=True)
+    t0 = time.perf_counter()
+    run_id = plan.run_id
+    inputs = load_run_inputs(ctx, run_id)
+    config = inputs.aoi
+    with Session(ctx.engine) as s:
+        repo.require_shards_done(s, run_id)  # before any work: a failed shard fails it
+        shard_ids = sorted(repo.done_shards(s, run_id))
+        outcomes = [
+            ShardOutcome.from_xcom(r.stats)
+            for r in repo.get_run(s, run_id).shards
+            if r.status == "done" and r.stats
+        ]
+        tiles = repo.tile_scores_frame(s, run_id)
+    buildings = read_geoparquet(ctx, layout.run_buildings_key(run_id))
+    opendata, _ = compared_opendata(ctx, inputs, tiles)
+
+    th = config.thresholds
+    matched = match(
+        buildings,
+        opendata,
+        config=MatchConfig(
+            iou_match=th.iou_match, min_area_m2=th.min_building_m2, min_offset_m=th.min_offset_m
+        ),
+    )
+    findings = _with_tiles(matched.findings, config.work_zoom, config.shard_zoom)
+    tiles = tiles.copy()
+    tiles["n_findings"] = findings_per_tile(tiles, findings)
+    tiles["flagged"] = flag_tiles(
+        tiles["qod"].to_numpy(), tiles["n_findings"].to_numpy(), tiles["valid_px"] > 0, th.qod_flag
+    )
+    aoi_tiles = [
+        Tile(int(x), int(y), int(z))
+        for x, y, z in zip(tiles["x"], tiles["y"], tiles["z"], strict=True)
+    ]
+    hotspot_cells = (
+        rank_hotspots(
+            findings, aoi_tiles, cell_zoom=config.hotspot_cell_zoom(), top_k=th.hotspot_top_k
+        )
+        if aoi_tiles
+        else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+    )
+    summary = matched.summary
+    aggregates = aoi_aggregates(
+        tiles,
+        findings,
+        n_predicted=summary.n_predicted,
+        n_opendata=summary.n_opendata,
+        n_matched=summary.n_matched,
+        qod_threshold=th.qod_flag,
+    )
+    # the output suites: nothing is published from rows that break them
+    validator_of(ctx).validate_outputs(
+        run_id, config, inputs.step, tiles, findings, shard_ids
+    ).raise_for_critical()
+    publish_s = time.perf_counter() - t0
+    with Session(ctx.engine) as s, s.begin():
+        repo.replace_findings(s, run_id, finding_rows(findings))
+        repo.update_tile_flags(
+            s, run_id, tiles[["z", "x", "y", "n_findings", "flagged"]].to_dict("records")
+        )
+        repo.replace_hotspots(s, run_id, records(hotspot_cells))
+        repo.write_aoi_score(
+            s,
+            run_id,
+            {
+                **{k: aggregates[k] for k in AOI_SCORE_COLUMNS if k in aggregates},
+                "n_tiles": int(len(tiles)),
+                "model_version_id": inputs.model_version_id,
+                "extra": {k: v for k, v in aggregates.items() if k not in AOI_SCORE_COLUMNS},
+            },
+        )
+        shard_seconds = {
+            stage: sum(getattr(o, f"{stage}_s") for o in outcomes) for stage in _SHARD_STAGES
+        }
+        stored = repo.add_stage_seconds(s, run_id, {**shard_seconds, "publish": publish_s})
+        n_tiles = sum(o.tiles for o in outcomes)
+        repo.finish_run(s, run_id, "succeeded", stage_seconds=_with_rates(stored, n_tiles))
+    log.info("run published", extra={"run_id": run_id, "findings": len(findings)})
+    return stored_run_summary(ctx, run_id)
+
+
+def stored_run_summary(ctx: Context, run_id: int, *, reused: bool = False) -> RunSummary:
+    """The summary of a published run, read back from storage."""
+    with Session(ctx.engine) as s:
+        run = repo.get_run(s, run_id)
+        if run.status != "succeeded" or run.score is None:
+            raise RunStateError(f"run {run_id} has no published results (status {run.status})")
+        score = run.score
+        aggregates = {k: getattr(score, k) for k in AOI_SCORE_COLUMNS}
+        aggregates.update(score.extra or {})
+        counts = repo.run_result_counts(s, run_id)
+        return RunSummary(
+            run_id=run_id,
+            aoi=run.aoi.name,
+            step=run.step,
+            aggregates=aggregates,
+            n_findings=counts["n_findings"],
+            n_changes=counts["n_changes"],
+            n_hotspots=counts["n_hotspots"],
+            buildings_uri=ctx.store.uri(layout.run_buildings_key(run_id)),
+            stage_seconds=dict(run.stage_seconds or {}),
+            reused=reused,
+        )
+
+
+def _with_tiles(findings: gpd.GeoDataFrame, work_zoom: int, shard_zoom: int) -> gpd.GeoDataFrame:
+    """Findings in EPSG:4326 with the work tile (``tile_z/x/y``) and shard they belong to."""
+    x, y = finding_tiles(findings, work_zoom)
+    out = findings.to_crs("EPSG:4326").reset_index(drop=True)
+    out["tile_z"] = work_zoom
+    out["tile_x"] = x
+    out["tile_y"] = y
+    out["shard_id"] = [
+        shard_of(Tile(int(tx), int(ty), work_zoom), shard_zoom).id
+        for tx, ty in zip(x, y, strict=True)
+    ]
+    return out
+
+
+def _with_rates(stage_seconds: dict[str, Any], n_tiles: int) -> dict[str, dict[str, float]]:
+    """Each stage's seconds with its rate: ``tiles_per_s = tiles processed / seconds``."""
+    out = {}
+    for stage, entry in stage_seconds.items():
+        secs = float(entry.get("seconds", 0.0))
+        out[stage] = {
+            "seconds": round(secs, 3),
+            "tiles_per_s": round(n_tiles / secs, 2) if secs else 0.0,
+        }
+    return out
+
+
+def finding_rows(frame: gpd.GeoDataFrame) -> list[dict[str, Any]]:
+    """Findings as ``finding`` table rows; measures without a column go into ``detail``."""
+    rows = []
+    for rec in records(frame):
+        row = {k: v for k, v in rec.items() if k in _FINDING_TABLE}
+        row["detail"] = {k: v for k, v in rec.items() if k not in _FINDING_TABLE and v is not None}
+        rows.append(row)
+    return rows
+
+
+def records(frame: gpd.GeoDataFrame) -> list[dict[str, Any]]:
+    """Rows as plain dicts with shapely geometries and NaN turned into None."""
+    if frame.empty:
+        return []
+    plain = pd.DataFrame(frame).astype(object).where(pd.notna(frame), None)
+    return [
+        {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
+        for rec in plain.to_dict("records")
+    ]

@@ -1,0 +1,176 @@
+"""The audit's stages, declared once. Every runner executes this sequence: the local
+runner behind ``geoaudit audit`` (:mod:`pipeline.run.local`) loops over it in one
+process; the Airflow DAG (``dags/geoaudit_audits.py``) makes one task per stage and
+one mapped task per shard of the ``shard`` stage, wired as declared here.
+
+    fetch_imagery ─┐
+                   ├─► plan ─► validate ─► shard (one per shard) ─► changes ─► publish
+    fetch_opendata ┘
+
+A stage is a function ``(ctx, request, **inputs) -> Handoff``: ``request`` is the
+:class:`~pipeline.run.handoffs.AuditRequest`, ``inputs`` the hand-offs of the stages
+it names in ``inputs`` (by stage name). ``after`` lists stages that must succeed first
+without passing anything. A ``per_shard`` stage also takes ``shard_id`` and runs once
+for each shard of the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from pipeline.aoi.registry import get_aoi_config
+from pipeline.aoi.steps import check_step
+from pipeline.context import Context
+from pipeline.db import repo
+from pipeline.errors import ValidationFailedError
+from pipeline.locks import audit_lock
+from pipeline.run.changes import store_run_changes
+from pipeline.run.fetch import fetch_imagery, fetch_opendata
+from pipeline.run.handoffs import (
+    AuditPlan,
+    AuditRequest,
+    ChangesOutcome,
+    FetchedSnapshot,
+    Handoff,
+    RunSummary,
+    ShardOutcome,
+    ValidationOutcome,
+)
+from pipeline.run.lifecycle import record_failure, start_run
+from pipeline.run.publish import publish_run
+from pipeline.run.shard import process_shard
+from pipeline.run.validate import validator_of
+
+
+def fetch_imagery_stage(ctx: Context, request: AuditRequest) -> FetchedSnapshot:
+    """Snapshot the AOI's imagery at the request's step."""
+    check_step(request.step)
+    return fetch_imagery(ctx, get_aoi_config(ctx, request.aoi), request.step)
+
+
+def fetch_opendata_stage(ctx: Context, request: AuditRequest) -> FetchedSnapshot:
+    """Snapshot the AOI's open data at the request's step."""
+    check_step(request.step)
+    return fetch_opendata(ctx, get_aoi_config(ctx, request.aoi), request.step)
+
+
+def plan_stage(
+    ctx: Context,
+    request: AuditRequest,
+    *,
+    fetch_imagery: FetchedSnapshot,
+    fetch_opendata: FetchedSnapshot,
+) -> AuditPlan:
+    """Start the run (or find the identical earlier one) over the AOI's shards."""
+    return start_run(ctx, get_aoi_config(ctx, request.aoi), request, fetch_imagery, fetch_opendata)
+
+
+def validate_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> ValidationOutcome:
+    """The gate before scoring: the input suites on the run's snapshots, stored on the run.
+
+    A critical failure marks the run failed with the reason and raises
+    :class:`~pipeline.errors.ValidationFailedError`. A reused run was validated when it
+    ran: nothing to do.
+    """
+    if plan.reused:
+        return ValidationOutcome(plan.run_id, reused=True)
+    report = validator_of(ctx).validate_inputs(plan.run_id)
+    if report.critical:
+        record_failure(ctx, plan.run_id, report.reason())
+        raise ValidationFailedError(report.reason())
+    with Session(ctx.engine) as s, s.begin():
+        repo.add_stage_seconds(s, plan.run_id, {"validate": report.seconds})
+    return ValidationOutcome(
+        plan.run_id,
+        success=report.success,
+        n_warnings=len(report.warnings),
+        warnings=tuple(report.warning_lines()),
+        data_docs=report.index_uri,
+        seconds=report.seconds,
+    )
+
+
+def shard_stage(
+    ctx: Context, request: AuditRequest, *, plan: AuditPlan, shard_id: str
+) -> ShardOutcome:
+    """Rasterize, predict and score one shard of the run (a re-run replaces its rows)."""
+    return process_shard(ctx, plan.run_id, shard_id)
+
+
+def changes_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> ChangesOutcome:
+    """The run's changes against the previous step, stored."""
+    return store_run_changes(ctx, plan)
+
+
+def publish_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> RunSummary:
+    """Findings, hotspots and the AOI score; the run marked succeeded."""
+    return publish_run(ctx, plan)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the audit: its name, function, the hand-offs it takes (``inputs``,
+    by stage name), the stages that must succeed before it (``after``), whether it runs
+    once per shard, whether a scheduler may retry it on a transient fault, and whether
+    it runs under the AOI-and-step audit lock."""
+
+    name: str
+    run: Callable[..., Handoff]
+    returns: type[Handoff]
+    inputs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    per_shard: bool = False
+    retry: bool = True
+    locked: bool = False
+
+
+AUDIT_STAGES: tuple[Stage, ...] = (
+    Stage("fetch_imagery", fetch_imagery_stage, FetchedSnapshot),
+    Stage("fetch_opendata", fetch_opendata_stage, FetchedSnapshot),
+    Stage(
+        "plan",
+        plan_stage,
+        AuditPlan,
+        inputs=("fetch_imagery", "fetch_opendata"),
+        retry=False,
+        locked=True,
+    ),
+    Stage("validate", validate_stage, ValidationOutcome, inputs=("plan",), retry=False),
+    Stage(
+        "shard", shard_stage, ShardOutcome, inputs=("plan",), after=("validate",), per_shard=True
+    ),
+    Stage("changes", changes_stage, ChangesOutcome, inputs=("plan",), after=("shard",)),
+    Stage("publish", publish_stage, RunSummary, inputs=("plan",), after=("changes",)),
+)
+STAGES_BY_NAME: Mapping[str, Stage] = {stage.name: stage for stage in AUDIT_STAGES}
+
+
+def run_stage(
+    ctx: Context,
+    name: str,
+    request: AuditRequest,
+    handoffs: Mapping[str, Any],
+    *,
+    shard_id: str | None = None,
+    hold_lock: bool = True,
+) -> Handoff:
+    """Run stage ``name`` with the hand-offs of the stages it takes (typed, or in their
+    XCom form), as a scheduler does, one stage per process. ``hold_lock``: take the
+    AOI-and-step lock around a ``locked`` stage (a runner that holds it already says no).
+    """
+    stage = STAGES_BY_NAME[name]
+    kwargs: dict[str, Any] = {
+        dep: STAGES_BY_NAME[dep].returns.from_xcom(handoffs[dep]) for dep in stage.inputs
+    }
+    if stage.per_shard:
+        if shard_id is None:
+            raise ValueError(f"stage {name!r} runs per shard: give a shard_id")
+        kwargs["shard_id"] = shard_id
+    if stage.locked and hold_lock:
+        with audit_lock(ctx.engine, request.aoi, request.step, home=ctx.settings.home):
+            return stage.run(ctx, request, **kwargs)
+    return stage.run(ctx, request, **kwargs)
