@@ -48,12 +48,12 @@ def main() -> None:
 
     redis.Redis(db=12).flushdb()  # no task of an earlier deployment may linger
 
-    from pipeline.aois import register_aoi
+    from pipeline.aoi.registry import register_aoi
     from pipeline.context import open_context
     from pipeline.db import repo
-    from pipeline.demo import create_sample_aoi
+    from pipeline.sample.demo import create_sample_aoi
     from pipeline.settings import Settings
-    from pipeline.training import train_aoi_model
+    from pipeline.training.challenger import train_aoi_model
 
     work = Path(tempfile.mkdtemp(prefix="geoaudit-af-bench-"))
     geo_url = new_database(postgis=True)

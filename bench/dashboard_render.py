@@ -65,11 +65,10 @@ def seed(url: str, home: Path, args: argparse.Namespace) -> dict[str, int]:
     from pipeline.aoi import parse_aoi
     from pipeline.context import open_context
     from pipeline.db import repo
-    from pipeline.fetch import imagery_key
     from pipeline.mosaic import array_hash, write_mosaic
-    from pipeline.predictions import prediction_key
+    from pipeline.run.inputs import ShardRef, imagery_meta
+    from pipeline.run.layout import imagery_key, labels_key, prediction_key
     from pipeline.settings import Settings
-    from pipeline.shard_stage import labels_key
     from pipeline.tiles import Tile
 
     rng = np.random.default_rng(7)
@@ -124,7 +123,7 @@ def seed(url: str, home: Path, args: argparse.Namespace) -> dict[str, int]:
                 write_mosaic(p, label, shard, kind="label")
             with ctx.store.writable_path(prediction_key(name, model_id, h, shard.id)) as p:
                 write_mosaic(p, pred.astype(np.float32), shard, kind="prob")
-            shard_meta[shard.id] = {"key": key, "hash": h}
+            shard_meta[shard.id] = ShardRef(shard.id, key, h, 1.0)
         for i, step in enumerate(tqdm(steps, desc=f"{name} runs", unit="run", leave=False)):
             with Session(ctx.engine) as s, s.begin():
                 img = repo.add_snapshot(
@@ -134,7 +133,7 @@ def seed(url: str, home: Path, args: argparse.Namespace) -> dict[str, int]:
                     step,
                     source="bench",
                     content_hash=f"{a}-{i}-img",
-                    meta={"fingerprint": "f" * 16, "shards": shard_meta},
+                    meta=imagery_meta("f" * 16, 1.0, shard_meta, {}),
                 )
                 od = repo.add_snapshot(
                     s,

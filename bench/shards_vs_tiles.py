@@ -62,13 +62,18 @@ def main() -> None:
     from sqlalchemy.orm import Session
 
     from pipeline.context import open_context
-    from pipeline.db import repo
-    from pipeline.demo import create_sample_aoi
-    from pipeline.fetch import fetch_imagery, fetch_opendata, read_opendata
     from pipeline.model.net import ModelSpec, build_model
     from pipeline.model.predict import predict_mosaic
-    from pipeline.mosaic import read_mosaic, write_mosaic
+    from pipeline.mosaic import write_mosaic
     from pipeline.rasterize import prepare_footprints, rasterize_shard
+    from pipeline.run.fetch import fetch_imagery, fetch_opendata
+    from pipeline.run.inputs import (
+        imagery_snapshot,
+        opendata_snapshot,
+        read_opendata,
+        read_shard_image,
+    )
+    from pipeline.sample.demo import create_sample_aoi
     from pipeline.score.metrics import qod, tile_metrics
     from pipeline.tiles import TILE_SIZE, Tile, block_of, xy_bounds
 
@@ -79,14 +84,11 @@ def main() -> None:
     img_ref = fetch_imagery(ctx, config, step)
     od_ref = fetch_opendata(ctx, config, step)
     with Session(ctx.engine) as s:
-        img_meta = dict(repo.get_snapshot(s, img_ref.id).meta)["shards"]
-        od_meta = dict(repo.get_snapshot(s, od_ref.id).meta)
-    footprints = read_opendata(ctx, od_meta)
-    shards = {sh: tiles for sh, tiles in config.shards().items() if sh.id in img_meta}
-    images = {}
-    for shard in shards:
-        with ctx.store.readable_path(img_meta[shard.id]["key"]) as p:
-            images[shard] = read_mosaic(p)
+        imagery = imagery_snapshot(s, img_ref.snapshot_id)
+        opendata = opendata_snapshot(s, od_ref.snapshot_id)
+    footprints = read_opendata(ctx, opendata)
+    shards = {sh: tiles for sh, tiles in config.shards().items() if sh.id in imagery.shards}
+    images = {shard: read_shard_image(ctx, imagery.shards[shard.id]) for shard in shards}
     n_tiles = sum(len(t) for t in shards.values())
     print(
         f"sample: {args.size_m:.0f} m, {len(shards)} shards, {n_tiles} tiles at z{config.work_zoom}"

@@ -40,13 +40,13 @@ class NoGate:
     def inputs_ready(self) -> bool:
         return True
 
-    def inputs_report(self) -> object:
-        from pipeline.validate import ValidationReport
+    def validate_inputs(self, run_id: int) -> object:
+        from pipeline.validate.report import ValidationReport
 
         return ValidationReport()
 
     def validate_outputs(self, *args: object) -> object:
-        return self.inputs_report()
+        return self.validate_inputs(0)
 
     def __enter__(self) -> NoGate:
         return self
@@ -59,20 +59,20 @@ def worker(home: str, step: str, variant: str) -> None:
     """One audit of a new step in this process; prints its JSON figures."""
     import shutil
 
-    from pipeline import audit
     from pipeline.context import open_context
+    from pipeline.run import local
     from pipeline.settings import Settings
 
     if variant == "baseline":
-        audit.AuditGate = NoGate  # type: ignore[assignment]
+        local.AuditGate = NoGate  # type: ignore[assignment]
     sample = Path(home) / "sample"
     for folder, ext in (("imagery", "tif"), ("opendata", "geojson")):
         shutil.copyfile(sample / folder / f"{SOURCE_STEP}.{ext}", sample / folder / f"{step}.{ext}")
     ctx = open_context(Settings(home=Path(home)))
     t0 = time.perf_counter()
-    result = audit.run_audit(ctx, AOI, step, repredict=True)
+    result = local.run_audit(ctx, AOI, step, repredict=True)
     seconds = time.perf_counter() - t0
-    stages = result.summary["stage_seconds"]
+    stages = result.summary.stage_seconds
     print(
         json.dumps(
             {
@@ -87,11 +87,11 @@ def worker(home: str, step: str, variant: str) -> None:
 
 def prepare(home: Path, size_m: float) -> None:
     """Sample town, a short-trained model, both sample steps audited."""
-    from pipeline.audit import run_audit
     from pipeline.context import open_context
-    from pipeline.demo import create_sample_aoi
+    from pipeline.run.local import run_audit
+    from pipeline.sample.demo import create_sample_aoi
     from pipeline.settings import Settings
-    from pipeline.training import train_aoi_model
+    from pipeline.training.challenger import train_aoi_model
 
     ctx = open_context(Settings(home=home))
     info, config = create_sample_aoi(ctx, size_m=size_m)

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from pipeline.context import Context, open_context
 from pipeline.db import frames, registry, repo
 from pipeline.db.queries import read_query
+from pipeline.results.tile_view import TileLayers, imagery_crop, shard_previews, tile_layers
 from pipeline.settings import Settings, load_settings
-from pipeline.tile_view import TileLayers, imagery_crop, shard_previews, tile_layers
 from pipeline.tiles import Tile
 
 TTL_S = 60

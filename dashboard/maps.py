@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pydeck as pdk
 
-from pipeline.export import geojson_bytes
+from pipeline.results.export import geojson_bytes
 
 # colours (RGBA) of the map layers and their legend
 FINDING_COLOURS: dict[str, list[int]] = {

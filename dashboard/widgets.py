@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from pipeline.export import csv_bytes, geojson_bytes
+from pipeline.results.export import csv_bytes, geojson_bytes
 from pipeline.tiles import Tile
 
 QOD_HELP = "Quality of Data (RoboSat.pink), 0-100: how well open data and imagery agree."

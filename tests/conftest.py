@@ -258,7 +258,7 @@ def audited(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Audited]:
     """Sample town → train → audit step 1 and 2 → re-audit, on SQLite or PostGIS."""
-    from pipeline.demo import run_demo
+    from pipeline.sample.demo import run_demo
 
     ctx = dialect_context(request, tmp_path_factory, "e2e")
     result = run_demo(

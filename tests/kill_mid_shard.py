@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from pipeline.audit import run_audit
 from pipeline.context import open_context
+from pipeline.run.local import run_audit
 from pipeline.settings import Settings
 
 if __name__ == "__main__":

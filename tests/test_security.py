@@ -100,10 +100,10 @@ def test_settings_repr_hides_the_database_url_and_passwords() -> None:
 
 
 def test_a_failed_run_stores_its_error_without_the_secret(engine, tmp_path: Path) -> None:
-    from pipeline.audit import fail_run
     from pipeline.context import Context
     from pipeline.db import repo
     from pipeline.db.models import Run
+    from pipeline.run.lifecycle import fail_run
     from pipeline.tiles import Tile, lnglat_bounds
 
     ctx = Context(settings=Settings(home=tmp_path), engine=engine, store=ArtifactStore(tmp_path))

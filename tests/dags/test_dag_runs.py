@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.audit import run_audit
 from pipeline.context import Context, open_context
 from pipeline.db import repo
 from pipeline.db.models import Run
-from pipeline.demo import create_sample_aoi
+from pipeline.run.layout import labels_key
+from pipeline.run.local import run_audit
+from pipeline.sample.demo import create_sample_aoi
 from pipeline.settings import Settings
-from pipeline.shard_stage import labels_key
-from pipeline.training import train_aoi_model
+from pipeline.training.challenger import train_aoi_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -99,7 +99,7 @@ def test_audit_dag_matches_a_cli_audit_and_reruns_hit_the_cache(airflow_setup) -
     step = af.steps[0]
     first = af.run(f"audit__{af.aoi}", {"step": step})
     assert first["state"] == "success", first
-    shards = _states(first, "process_shard")
+    shards = _states(first, "shard")
     assert shards and set(shards) == {"success"}  # one mapped task per shard
     run = af.run_by_airflow_id(first["run_id"])
     assert run.status == "succeeded" and run.step == step and run.trigger == "airflow"
@@ -127,7 +127,7 @@ def test_audit_dag_matches_a_cli_audit_and_reruns_hit_the_cache(airflow_setup) -
     assert same["state"] == "success"
     with Session(af.ctx.engine) as s:
         assert repo.run_by_external_id(s, same["run_id"]) is None
-    assert _states(same, "process_shard") in ([], ["skipped"])
+    assert _states(same, "shard") in ([], ["skipped"])
 
 
 def test_params_are_honoured_and_validated(airflow_setup) -> None:
@@ -193,7 +193,7 @@ def test_a_failing_shard_fails_the_dag_run_and_the_geoaudit_run(airflow_setup) -
     finally:
         path.write_bytes(saved)
     assert failed["state"] == "failed"
-    assert "failed" in _states(failed, "process_shard")
+    assert "failed" in _states(failed, "shard")
     assert _states(failed, "publish") == ["upstream_failed"]
     broken = af.run_by_airflow_id(failed["run_id"])
     assert broken.status == "failed" and broken.error
@@ -220,10 +220,9 @@ def test_a_critical_validation_failure_stops_the_dag_before_any_shard(airflow_se
     failed = af.run(f"audit__{af.aoi}", {"step": step})
     assert failed["state"] == "failed"
     assert _states(failed, "validate") == ["failed"]
-    assert set(_states(failed, "shard_ids")) == {"upstream_failed"}
-    assert not any(
-        t["task_id"] == "process_shard" and t["state"] == "success" for t in failed["tasks"]
-    )
+    # nothing downstream of the gate ran; the shard ids are read from the plan alone
+    assert set(_states(failed, "shard")) == {"upstream_failed"}
+    assert _states(failed, "changes") == _states(failed, "publish") == ["upstream_failed"]
     run = af.run_by_airflow_id(failed["run_id"])
     assert run.status == "failed"
     assert "validation failed (critical)" in run.error and "nan-dag" in run.error

@@ -14,12 +14,12 @@ import redis
 from deployment import Api, Deployment, airflow_env, free_port, migrate
 from sqlalchemy.orm import Session
 
-from pipeline.aois import register_aoi
+from pipeline.aoi.registry import register_aoi
 from pipeline.context import open_context
 from pipeline.db import repo
-from pipeline.demo import create_sample_aoi
+from pipeline.sample.demo import create_sample_aoi
 from pipeline.settings import Settings
-from pipeline.training import train_aoi_model
+from pipeline.training.challenger import train_aoi_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.distributed]
 
@@ -89,7 +89,7 @@ def test_celery_deployment_runs_the_audit_on_both_workers(deployment) -> None:
     )
     assert state == "success", tis
 
-    shards = [ti for ti in tis if ti["task_id"] == "process_shard"]
+    shards = [ti for ti in tis if ti["task_id"] == "shard"]
     assert len(shards) == facts["n_shards"] >= 2
     assert all(ti["state"] == "success" for ti in shards)
     assert {ti["hostname"] for ti in shards} == {"worker-1", "worker-2"}

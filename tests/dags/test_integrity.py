@@ -21,7 +21,7 @@ AUDIT_TASKS = {
     "validate",
     "plan",
     "shard_ids",
-    "process_shard",
+    "shard",
     "changes",
     "publish",
 }
@@ -86,17 +86,34 @@ def test_audit_dag_shape(dagbag) -> None:
     assert retries["validate"] == 0 and retries["plan"] == 0
     fetch = dag.get_task("fetch_imagery")
     assert fetch.retry_exponential_backoff
-    # the graph: fetch -> validate -> plan -> mapped shards -> changes -> publish, no cycles
+    # the graph: (fetch imagery, fetch open data) -> plan -> validate -> mapped shards
+    # -> changes -> publish; the open-data fetch does not wait for the imagery
+    assert dag.get_task("fetch_opendata").upstream_task_ids == set()
     assert dag.get_task("plan").upstream_task_ids == {"fetch_imagery", "fetch_opendata"}
     # the gate sits between the plan (the run exists, so a failure is recorded on it)
     # and the first shard
     assert dag.get_task("validate").upstream_task_ids == {"plan"}
-    assert dag.get_task("shard_ids").upstream_task_ids == {"plan", "validate"}
-    assert "shard_ids" in dag.get_task("process_shard").upstream_task_ids
-    assert dag.get_task("changes").upstream_task_ids == {"plan", "process_shard"}
-    assert dag.get_task("publish").upstream_task_ids == {"plan", "changes", "validate"}
+    assert dag.get_task("shard_ids").upstream_task_ids == {"plan"}
+    assert dag.get_task("shard").upstream_task_ids == {"plan", "shard_ids", "validate"}
+    assert dag.get_task("changes").upstream_task_ids == {"plan", "shard"}
+    assert dag.get_task("publish").upstream_task_ids == {"plan", "changes"}
     assert [t.task_id for t in dag.topological_sort()][-1] == "publish"
     assert set(dag.params) == {"step", "model_version", "bbox", "force", "repredict"}
+
+
+def test_the_dag_is_the_declared_stage_sequence(dagbag) -> None:
+    """Every stage is a task, upstream of it exactly the stages it takes or follows
+    (a per-shard stage also its list of shard ids), as ``geoaudit audit`` runs them."""
+    from pipeline.run.stages import AUDIT_STAGES
+
+    dag = dagbag.dags["audit__good-town"]
+    for stage in AUDIT_STAGES:
+        task = dag.get_task(stage.name)
+        expected = set(stage.inputs) | set(stage.after)
+        if stage.per_shard:
+            expected.add("shard_ids")
+        assert task.upstream_task_ids == expected, stage.name
+        assert task.retries == (0 if not stage.retry else task.retries)
 
 
 def test_publish_updates_the_aoi_asset_and_retraining_listens_to_reviews(dagbag) -> None:

@@ -51,7 +51,7 @@ def test_aoi_names_are_unique(engine):
         s.add(Aoi(name="lisbon", config={}, geometry=aoi_polygon()))
 
 
-def test_add_snapshot_returns_the_existing_row(engine):
+def test_add_snapshot_returns_the_existing_row_with_the_latest_description(engine):
     with Session(engine) as s, s.begin():
         aoi = repo.upsert_aoi(s, "lisbon", {}, aoi_polygon())
         a = repo.add_snapshot(
@@ -64,10 +64,20 @@ def test_add_snapshot_returns_the_existing_row(engine):
             feature_count=120,
             meta={"crs": "EPSG:4326"},
         )
-        b = repo.add_snapshot(s, aoi.id, "opendata", "2024-06", source="osm", content_hash="h1")
+        b = repo.add_snapshot(
+            s,
+            aoi.id,
+            "opendata",
+            "2024-06",
+            source="osm-2",
+            content_hash="h1",
+            feature_count=120,
+            meta={"crs": "EPSG:4326", "fingerprint": "new"},
+        )
         c = repo.add_snapshot(s, aoi.id, "opendata", "2024-06", source="osm", content_hash="h2")
         d = repo.add_snapshot(s, aoi.id, "imagery", "2024-06", source="cog", content_hash="h1")
         assert a.id == b.id and b.feature_count == 120
+        assert (b.source, b.meta["fingerprint"]) == ("osm-2", "new")  # the latest fetch
         assert len({a.id, c.id, d.id}) == 3
         assert repo.latest_snapshot(s, aoi.id, "opendata", "2024-06").id == c.id
         assert repo.latest_snapshot(s, aoi.id, "imagery").id == d.id

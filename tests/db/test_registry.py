@@ -91,9 +91,12 @@ def test_prediction_cache(engine):
         assert repo.cached_prediction(s, "abc", mv, "16-1-2") is None
         repo.store_prediction(s, "abc", mv, "16-1-2", "file:///pred/a.tif")
     with Session(engine) as s, s.begin():
-        assert repo.cached_prediction(s, "abc", mv, "16-1-2") == "file:///pred/a.tif"
+        entry = repo.cached_prediction(s, "abc", mv, "16-1-2")
+        assert (entry.uri, entry.run_id) == ("file:///pred/a.tif", None)
         assert repo.cached_prediction(s, "abd", mv, "16-1-2") is None
         assert repo.cached_prediction(s, "abc", mv, "16-1-3") is None
-        repo.store_prediction(s, "abc", mv, "16-1-2", "file:///pred/b.tif")  # replaces
+        # replaces, and remembers which run predicted it
+        repo.store_prediction(s, "abc", mv, "16-1-2", "file:///pred/b.tif", run_id=7)
     with Session(engine) as s:
-        assert repo.cached_prediction(s, "abc", mv, "16-1-2") == "file:///pred/b.tif"
+        entry = repo.cached_prediction(s, "abc", mv, "16-1-2")
+        assert (entry.uri, entry.run_id) == ("file:///pred/b.tif", 7)

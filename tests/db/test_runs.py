@@ -168,16 +168,15 @@ def test_run_lookups(engine, make_run):
             repo.get_run(s, 999)
 
 
-def test_update_run_and_external_id(engine, make_run):
+def test_external_id_and_stage_seconds_add_up(engine, make_run):
     run_id = make_run(status="queued", shards_total=0, external_id="manual__2024-06-01")
     with Session(engine) as s, s.begin():
         assert repo.run_by_external_id(s, "manual__2024-06-01").id == run_id
-        run = repo.update_run(s, run_id, status="running", shards_total=np.int64(4))
-        assert (run.status, run.shards_total) == ("running", 4)
-        with pytest.raises(RunStateError, match="use finish_run"):
-            repo.update_run(s, run_id, status="succeeded")
-        with pytest.raises(RowError, match="shards_total must be an integer >= 0"):
-            repo.update_run(s, run_id, shards_total=-1)
+        repo.add_stage_seconds(s, run_id, {"fetch": 1.5, "predict": np.float64(2.0)})
+        stored = repo.add_stage_seconds(s, run_id, {"predict": 0.5})
+    assert stored == {"fetch": {"seconds": 1.5}, "predict": {"seconds": 2.5}}
+    with Session(engine) as s:
+        assert repo.get_run(s, run_id).stage_seconds == stored
 
 
 def test_findings_changes_hotspots_and_score(engine, make_run):

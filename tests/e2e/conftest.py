@@ -12,8 +12,8 @@ import pytest
 
 from audited_town import dialect_context
 from pipeline.aoi import AoiConfig
-from pipeline.audit import AuditResult
 from pipeline.context import Context
+from pipeline.run.local import AuditResult
 from pipeline.sample import SampleInfo
 
 GATE_SIZE_M = 300.0
@@ -58,9 +58,9 @@ def small_town(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SmallTown]:
     """Sample town (300 m) → a 3-step model (quality is not the point) → audit step 1."""
-    from pipeline.audit import run_audit
-    from pipeline.demo import SAMPLE_AOI, create_sample_aoi
-    from pipeline.training import train_aoi_model
+    from pipeline.run.local import run_audit
+    from pipeline.sample.demo import SAMPLE_AOI, create_sample_aoi
+    from pipeline.training.challenger import train_aoi_model
 
     ctx = dialect_context(request, tmp_path_factory, "small-town")
     info, config = create_sample_aoi(ctx, size_m=GATE_SIZE_M)

@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from audited_town import make_context
 from pipeline.aoi import parse_aoi
-from pipeline.aois import add_aoi_file, get_aoi_config, register_aoi
-from pipeline.audit import run_audit
+from pipeline.aoi.registry import add_aoi_file, get_aoi_config, register_aoi
 from pipeline.db.models import Aoi, Run, Snapshot
 from pipeline.errors import ConfigError, CoverageError, ImageryError, NotFoundError, VectorDataError
-from pipeline.fetch import fetch_imagery, fetch_opendata
+from pipeline.run.fetch import fetch_imagery, fetch_opendata
+from pipeline.run.inputs import imagery_snapshot
+from pipeline.run.local import run_audit
 
 # A 300 m square in Zurich, UTM 32N.
 ORIGIN = (465600.0, 5246420.0)
@@ -115,7 +116,7 @@ def test_a_new_shard_layout_fetches_the_imagery_again(ctx, good_aoi: Path) -> No
     ref = fetch_imagery(ctx, config, STEP)
     assert not ref.reused
     with Session(ctx.engine) as s:
-        shards = set(dict(s.get(Snapshot, ref.id).meta)["shards"])
+        shards = set(imagery_snapshot(s, ref.snapshot_id).shards)
     assert shards == {shard.id for shard in config.shards()}
     assert all(sid.startswith("16-") for sid in shards)
     assert fetch_opendata(ctx, config, STEP).reused  # the open data does not depend on it

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from audited_town import Audited
-from pipeline.audit import run_audit
 from pipeline.db.models import Run
-from pipeline.demo import SAMPLE_AOI
 from pipeline.locks import AuditBusyError
-from pipeline.orchestrate import fetch_imagery_step, fetch_opendata_step, plan_step
+from pipeline.run.handoffs import AuditRequest
+from pipeline.run.local import run_audit
+from pipeline.run.stages import run_stage
+from pipeline.sample.demo import SAMPLE_AOI
 
 HOLDER = Path(__file__).resolve().parents[1] / "lock_holder.py"
 
@@ -59,10 +60,13 @@ def test_the_second_audit_is_refused_and_stores_nothing(audited: Audited, held) 
     with pytest.raises(AuditBusyError, match=f"AOI '{aoi}' step {step} is being audited"):
         run_audit(ctx, aoi, step, force=True)
     # the Airflow path refuses at its plan task, before any run row exists
-    imagery = fetch_imagery_step(ctx, aoi, step)
-    opendata = fetch_opendata_step(ctx, aoi, step)
+    request = AuditRequest(aoi, step, force=True, trigger="airflow")
+    fetched = {
+        name: run_stage(ctx, name, request, {}).to_xcom()
+        for name in ("fetch_imagery", "fetch_opendata")
+    }
     with pytest.raises(AuditBusyError):
-        plan_step(ctx, aoi, step, imagery, opendata, force=True)
+        run_stage(ctx, "plan", request, fetched)
     assert _runs(ctx) == before
     # another step of the same AOI is not blocked
     other = audited.summary["runs"][0]["step"]

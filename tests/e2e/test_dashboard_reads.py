@@ -19,8 +19,8 @@ from pipeline.db import repo
 from pipeline.db.models import Finding, TileScore
 from pipeline.db.queries import read_query
 from pipeline.errors import NotFoundError
-from pipeline.export import csv_bytes, geojson_bytes, write_composites
-from pipeline.tile_view import imagery_crop, shard_previews, tile_layers
+from pipeline.results.export import csv_bytes, geojson_bytes, write_composites
+from pipeline.results.tile_view import imagery_crop, shard_previews, tile_layers
 from pipeline.tiles import Tile
 
 

@@ -13,22 +13,16 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from pipeline.audit import run_audit
 from pipeline.db import repo
 from pipeline.db.models import Run, RunShard, TileScore
-from pipeline.demo import SAMPLE_AOI
 from pipeline.errors import StoreError
-from pipeline.fetch import fetch_imagery
-from pipeline.orchestrate import (
-    changes_step,
-    fetch_imagery_step,
-    fetch_opendata_step,
-    plan_step,
-    publish_step,
-    shard_step,
-    validate_step,
-)
-from pipeline.predictions import prediction_key
+from pipeline.run.fetch import fetch_imagery
+from pipeline.run.handoffs import AuditRequest
+from pipeline.run.inputs import imagery_snapshot
+from pipeline.run.layout import prediction_key
+from pipeline.run.local import run_audit
+from pipeline.run.stages import run_stage
+from pipeline.sample.demo import SAMPLE_AOI
 
 from .test_validation_gate import haze
 
@@ -53,11 +47,11 @@ def test_connection_lost_while_storing_a_shard_rolls_back_and_a_rerun_is_clean(
     # a server connection to terminate: PostgreSQL's (SQLite has none)
     ctx = small_town.ctx
     step = small_town.new_step("2032-01-01", imagery=haze(0.02))
-    img = fetch_imagery_step(ctx, SAMPLE_AOI, step)
-    od = fetch_opendata_step(ctx, SAMPLE_AOI, step)
-    plan = plan_step(ctx, SAMPLE_AOI, step, img, od, trigger="cli", external_id="fault-1")
-    validated = validate_step(ctx, plan)
-    shard_id = plan["shard_ids"][0]
+    request = AuditRequest(SAMPLE_AOI, step, trigger="airflow", external_id="fault-1")
+    xcom = {name: run_stage(ctx, name, request, {}) for name in ("fetch_imagery", "fetch_opendata")}
+    plan = run_stage(ctx, "plan", request, xcom)
+    run_stage(ctx, "validate", request, {"plan": plan})
+    shard_id = plan.shard_ids[0]
     admin = create_engine(ctx.engine.url)
 
     def terminate(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
@@ -69,26 +63,27 @@ def test_connection_lost_while_storing_a_shard_rolls_back_and_a_rerun_is_clean(
     event.listen(ctx.engine, "before_cursor_execute", terminate)
     try:
         with pytest.raises(OperationalError):
-            shard_step(ctx, plan["run_id"], shard_id)
+            run_stage(ctx, "shard", request, {"plan": plan}, shard_id=shard_id)
     finally:
         event.remove(ctx.engine, "before_cursor_execute", terminate)
         admin.dispose()
     # the shard's transaction was rolled back: no row of it, the shard not done
-    assert tile_rows(ctx, plan["run_id"]) == (0, 0)
+    assert tile_rows(ctx, plan.run_id) == (0, 0)
     with Session(ctx.engine) as s:
-        done = s.scalars(
-            select(RunShard).where(RunShard.run_id == plan["run_id"], RunShard.status == "done")
-        ).all()
-    assert done == []
+        shards = s.scalars(select(RunShard).where(RunShard.run_id == plan.run_id)).all()
+    # recorded as failed, with the reason
+    assert [(r.shard_id, r.status) for r in shards] == [(shard_id, "failed")]
+    assert "OperationalError" in shards[0].stats["error"]
     # the re-run (a retried task) completes the run with one row per tile
-    for sid in plan["shard_ids"]:
-        shard_step(ctx, plan["run_id"], sid)
-    shard_step(ctx, plan["run_id"], shard_id)  # and once more: it replaces, not appends
-    rows, distinct = tile_rows(ctx, plan["run_id"])
+    for sid in plan.shard_ids:
+        run_stage(ctx, "shard", request, {"plan": plan}, shard_id=sid)
+    run_stage(ctx, "shard", request, {"plan": plan}, shard_id=shard_id)  # replaces, not appends
+    rows, distinct = tile_rows(ctx, plan.run_id)
     assert rows == distinct > 0
-    publish_step(ctx, plan, changes_step(ctx, plan), validated)
+    run_stage(ctx, "changes", request, {"plan": plan})
+    run_stage(ctx, "publish", request, {"plan": plan})
     with Session(ctx.engine) as s:
-        assert repo.get_run(s, plan["run_id"]).status == "succeeded"
+        assert repo.get_run(s, plan.run_id).status == "succeeded"
 
 
 def test_process_killed_in_the_middle_of_a_shard_then_a_rerun_is_clean(small_town) -> None:  # noqa: ANN001
@@ -123,12 +118,12 @@ def test_unwritable_artifact_store_fails_the_run_with_nothing_half_written(
 ) -> None:
     ctx = small_town.ctx
     step = small_town.new_step("2032-03-01", imagery=haze(0.04))
-    imagery = fetch_imagery(ctx, small_town.config, step)
+    fetched = fetch_imagery(ctx, small_town.config, step)
     with Session(ctx.engine) as s:
-        shards = dict(repo.get_snapshot(s, imagery.id).meta)["shards"]
+        shards = imagery_snapshot(s, fetched.snapshot_id).shards
         model = repo.production_model(s, "buildings")
-    shard_id, meta = next(iter(shards.items()))
-    key = prediction_key(SAMPLE_AOI, model.id, meta["hash"], shard_id)
+    shard_id, ref = next(iter(shards.items()))
+    key = prediction_key(SAMPLE_AOI, model.id, ref.content_hash, shard_id)
     blocker = Path(ctx.store.path(key)).parent
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("a file where the predictions folder should go")
@@ -153,4 +148,4 @@ def test_unwritable_artifact_store_fails_the_run_with_nothing_half_written(
         assert set(before) <= set(after)
     finally:
         blocker.unlink()
-    assert run_audit(ctx, SAMPLE_AOI, step).summary["n_findings"] >= 0
+    assert run_audit(ctx, SAMPLE_AOI, step).summary.n_findings >= 0

@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from audited_town import make_context
 from pipeline.aoi import parse_aoi
-from pipeline.aois import register_aoi
-from pipeline.audit import run_audit
+from pipeline.aoi.registry import register_aoi
 from pipeline.db import repo
-from pipeline.export import export_run
-from pipeline.training import train_aoi_model
+from pipeline.results.export import export_run
+from pipeline.run.local import run_audit
+from pipeline.training.challenger import train_aoi_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "oam-lalitpur"
 # One cluster of z20 tiles: x 773394..773397, y 440526..440529.

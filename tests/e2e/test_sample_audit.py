@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audited_town import Audited
-from pipeline.audit import run_audit
 from pipeline.db import repo
 from pipeline.db.models import Change, Finding, Hotspot, Run, TileScore
-from pipeline.shard_stage import process_shard
+from pipeline.run.local import run_audit
+from pipeline.run.shard import process_shard
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_forced_audit_makes_a_new_run_from_the_prediction_cache(audited: Audited
         before = repo.findings_frame(s, last.id)
     again = run_audit(ctx, aoi, step, force=True)
     assert not again.reused and again.run_id != last.id
-    assert again.predicted_shards == 0 and again.cache_hits == len(again.shard_stats) > 0
+    assert again.predicted_shards == 0 and again.cache_hits == len(again.shards) > 0
     with Session(ctx.engine) as s:
         after = repo.findings_frame(s, again.run_id)
         assert repo.get_run(s, again.run_id).status == "succeeded"

@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from pipeline.aois import register_aoi
-from pipeline.audit import run_audit
+from pipeline.aoi.registry import register_aoi
 from pipeline.db.models import Finding, Run, RunShard, TileScore, ValidationResult
-from pipeline.demo import SAMPLE_AOI
 from pipeline.errors import ValidationFailedError
+from pipeline.run.local import run_audit
+from pipeline.sample.demo import SAMPLE_AOI
 
 pytestmark = pytest.mark.slow
 
@@ -267,16 +267,16 @@ def test_bow_ties_are_repaired_counted_and_warned_about(small_town) -> None:  # 
 
 
 def test_an_unreadable_mosaic_fails_the_run_with_its_name(small_town) -> None:  # noqa: ANN001
-    from pipeline.db import repo
     from pipeline.errors import StoreError
-    from pipeline.fetch import fetch_imagery
+    from pipeline.run.fetch import fetch_imagery
+    from pipeline.run.inputs import imagery_snapshot
 
     ctx = small_town.ctx
     step = small_town.new_step("2030-09-01", imagery=haze(0.01))
-    imagery = fetch_imagery(ctx, small_town.config, step)
+    fetched = fetch_imagery(ctx, small_town.config, step)
     with Session(ctx.engine) as s:
-        shards = dict(repo.get_snapshot(s, imagery.id).meta)["shards"]
-    key = next(iter(shards.values()))["key"]
+        shards = imagery_snapshot(s, fetched.snapshot_id).shards
+    key = next(iter(shards.values())).key
     Path(ctx.store.path(key)).write_bytes(b"not a tiff")
     before = stored_counts(ctx)
     # the gate (in its helper process) or the prediction ahead of it meets it first

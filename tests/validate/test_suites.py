@@ -13,7 +13,7 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Polygon
 
-from pipeline.aoi import ValidationSettings
+from pipeline.aoi.config import ValidationSettings
 from pipeline.sources import VectorFileSource, VectorSpec
 from pipeline.tiles import Tile, lnglat_bounds
 from pipeline.validate import suite_parameters
@@ -128,8 +128,8 @@ def test_bow_ties_are_a_warning_above_the_repaired_share() -> None:
     [(100, None, True), (100, 110, True), (60, 100, False), (140, 100, False)],
 )
 def test_feature_count_against_the_previous_step(count: int, previous, ok: bool) -> None:  # noqa: ANN001
-    meta = {"source": {"crs": "EPSG:4326", "n_read": count, "dropped": {}}}
-    profile = opendata_snapshot_profile(meta, count, previous)
+    read_info = {"crs": "EPSG:4326", "n_read": count, "dropped": {}}
+    profile = opendata_snapshot_profile(read_info, {}, count, previous)
     outcome = run_suite("opendata.snapshot", profile, PARAMS)
     assert outcome.success is ok
     if not ok:
@@ -139,16 +139,16 @@ def test_feature_count_against_the_previous_step(count: int, previous, ok: bool)
 
 
 def test_crs_against_the_configured_one() -> None:
-    meta = {"source": {"crs": "EPSG:32616", "n_read": 5, "dropped": {"Point": 2}}}
-    profile = opendata_snapshot_profile(meta, 5, None, expected_crs="EPSG:4326")
+    read_info = {"crs": "EPSG:32616", "n_read": 5, "dropped": {"Point": 2}}
+    profile = opendata_snapshot_profile(read_info, {}, 5, None, expected_crs="EPSG:4326")
     outcome = run_suite("opendata.snapshot", profile, PARAMS)
     assert {(f.column, f.severity) for f in outcome.failed} == {
         ("crs_matches", "critical"),
         ("n_non_polygon", "warning"),
     }
-    same = opendata_snapshot_profile(meta, 5, None, expected_crs="epsg:32616")
+    same = opendata_snapshot_profile(read_info, {}, 5, None, expected_crs="epsg:32616")
     assert bool(same.at[0, "crs_matches"]) is True
-    undeclared = opendata_snapshot_profile({"source": {"crs": None}}, 5, None)
+    undeclared = opendata_snapshot_profile({"crs": None}, {}, 5, None)
     failed = run_suite("opendata.snapshot", undeclared, PARAMS).failed
     assert [(f.column, f.severity) for f in failed] == [("crs_declared", "warning")]
 
