@@ -146,4 +146,35 @@ def rasterize_shard(footprints: gpd.GeoDataFrame, shard: Shard) -> RasterizeResu
     return RasterizeResult(labels, len(geoms), n_repaired)
 
 
-__all__ = ["PrepareStats", "RasterizeResult", "prepare_footprints", "rasterize_shard", "repair"]
+def rasterize_ids(footprints: gpd.GeoDataFrame, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
+    """Which footprint covers each pixel of ``shard``: the positions (in ``footprints``)
+    of the footprints over the shard, and an ``(H, W)`` int32 raster holding ``k + 1``
+    where the ``k``-th of them covers the pixel centre (0 elsewhere; a later footprint
+    wins where two overlap). ``footprints`` as prepared (EPSG:3857, valid)."""
+    size = shard.size
+    bounds = xy_bounds(shard.tile)
+    if not _crs_of(footprints).equals(WEB_MERCATOR):
+        footprints = footprints.to_crs(WEB_MERCATOR)
+    idx = np.sort(footprints.sindex.query(shapely.box(*bounds), predicate="intersects"))
+    raster = np.zeros((size, size), np.int32)
+    if idx.size:
+        geoms = footprints.geometry.to_numpy()[idx]
+        raster = rasterize(
+            ((g, k + 1) for k, g in enumerate(geoms)),
+            out_shape=(size, size),
+            transform=shard_transform(shard),
+            fill=0,
+            all_touched=False,
+            dtype=np.int32,
+        )
+    return idx, raster
+
+
+__all__ = [
+    "PrepareStats",
+    "RasterizeResult",
+    "prepare_footprints",
+    "rasterize_ids",
+    "rasterize_shard",
+    "repair",
+]

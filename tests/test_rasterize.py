@@ -6,12 +6,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from pyproj import Transformer
 
 from pipeline.errors import VectorDataError
-from pipeline.rasterize import prepare_footprints, rasterize_shard, repair
+from pipeline.rasterize import prepare_footprints, rasterize_ids, rasterize_shard, repair
 from pipeline.sources import VectorSpec, open_vector
 from pipeline.tiles import Shard, Tile, shard_transform, xy_bounds
 
@@ -104,3 +105,62 @@ def test_empty_and_crs_less_inputs() -> None:
     no_crs = gpd.GeoDataFrame({"feature_id": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)])
     with pytest.raises(VectorDataError, match="footprints have no CRS"):
         rasterize_shard(no_crs, SHARD)
+
+
+# --- which footprint covers each pixel ----------------------------------------------------
+
+
+def test_rasterize_ids_burns_positions_plus_one() -> None:
+    a = _rect(10.25, 200.25, 110.25, 250.25)  # centres of cols 10..109, rows 200..249
+    outside = _rect(2000, 2000, 2100, 2100)  # another shard
+    b = _rect(500.25, 500.25, 520.25, 510.25)  # cols 500..519, rows 500..509
+    frame = _frame([a, outside, b], ["a", "out", "b"]).set_index(pd.Index([7, 8, 9]))
+    idx, raster = rasterize_ids(frame, SHARD)
+    assert idx.tolist() == [0, 2]  # positions in the frame, not its index labels
+    assert raster.shape == (1024, 1024) and raster.dtype == np.int32
+    assert set(np.unique(raster)) == {0, 1, 2}
+    assert (raster == 1).sum() == 100 * 50 and raster[200:250, 10:110].min() == 1
+    assert (raster == 2).sum() == 20 * 10 and raster[500:510, 500:520].min() == 2
+    assert frame["feature_id"].to_numpy()[idx].tolist() == ["a", "b"]
+
+
+def test_rasterize_ids_later_footprint_wins_where_two_overlap() -> None:
+    first = _rect(100.25, 100.25, 200.25, 200.25)
+    second = _rect(150.25, 150.25, 250.25, 250.25)
+    _, raster = rasterize_ids(_frame([first, second]), SHARD)
+    assert raster[120, 120] == 1 and raster[175, 175] == 2 and raster[240, 240] == 2
+    assert (raster == 1).sum() == 100 * 100 - 50 * 50
+    assert (raster == 2).sum() == 100 * 100
+
+
+def test_rasterize_ids_agrees_with_the_label_mosaic_on_real_footprints() -> None:
+    with open_vector(VectorSpec(path=str(OSM))) as src:
+        gdf = src.read()
+    prepared, _ = prepare_footprints(gdf)
+    idx, raster = rasterize_ids(prepared, SHARD)
+    labels = rasterize_shard(prepared, SHARD).labels
+    np.testing.assert_array_equal(raster > 0, labels == 1)
+    box = shapely.box(*xy_bounds(SHARD.tile))
+    assert idx.tolist() == np.flatnonzero(prepared.intersects(box).to_numpy()).tolist()
+    # WGS84 input gives the same answer as the prepared frame
+    idx2, raster2 = rasterize_ids(gdf, SHARD)
+    np.testing.assert_array_equal(idx2, idx)
+    np.testing.assert_array_equal(raster2, raster)
+    # a footprint wholly inside the shard covers about its area in pixels
+    px_area = shard_transform(SHARD).a ** 2
+    geoms = prepared.geometry.to_numpy()[idx]
+    inside = np.flatnonzero(shapely.contains(box, geoms))
+    assert inside.size >= 3
+    counts = np.bincount(raster.ravel(), minlength=idx.size + 1)[1:]
+    for k in inside[:10]:
+        assert counts[k] == pytest.approx(geoms[k].area / px_area, rel=0.1, abs=30)
+
+
+def test_rasterize_ids_of_nothing_over_the_shard() -> None:
+    idx, raster = rasterize_ids(_frame([_rect(2000, 2000, 2100, 2100)]), SHARD)
+    assert idx.size == 0 and raster.shape == (1024, 1024) and not raster.any()
+    idx, raster = rasterize_ids(_frame([]), SHARD)
+    assert idx.size == 0 and raster.dtype == np.int32 and not raster.any()
+    no_crs = gpd.GeoDataFrame({"feature_id": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)])
+    with pytest.raises(VectorDataError, match="footprints have no CRS"):
+        rasterize_ids(no_crs, SHARD)

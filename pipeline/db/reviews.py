@@ -7,6 +7,9 @@ finding is replaced by a re-run. Functions take a Session and never commit.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -98,6 +101,37 @@ def label_wrong_tiles(s: Session, aoi_id: int) -> set[Tile]:
         .distinct()
     )
     return {Tile(x, y, z) for x, y, z in s.execute(q)}
+
+
+class ReviewedFinding(NamedTuple):
+    """A finding with a reviewer's verdict: what was found, where, and by which run."""
+
+    verdict: str
+    kind: str
+    geometry: BaseGeometry
+    run_id: int
+    tile_z: int
+    tile_x: int
+    tile_y: int
+
+
+def reviewed_findings(s: Session, aoi_id: int) -> list[ReviewedFinding]:
+    """The AOI's findings that carry a verdict (and still exist), oldest review first."""
+    q = (
+        select(
+            Review.verdict,
+            Finding.kind,
+            Finding.geometry,
+            Finding.run_id,
+            Finding.tile_z,
+            Finding.tile_x,
+            Finding.tile_y,
+        )
+        .join(Finding, Finding.id == Review.finding_id)
+        .where(Review.aoi_id == aoi_id, Finding.tile_z.is_not(None))
+        .order_by(Review.id)
+    )
+    return [ReviewedFinding(*row) for row in s.execute(q)]
 
 
 def list_reviews(

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.model.folds import FoldPlan, FoldSet
 from pipeline.model.net import GeoAuditNet, ModelSpec, build_model
 
 log = logging.getLogger(__name__)
 
 FORMAT = "geoaudit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional "folds" (a fold set: its plan and every fold's weights)
 _KEYS = ("format", "format_version", "spec", "state_dict", "meta")
 
 
@@ -39,22 +40,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, meta: dict) -> str:
+def save_model(model: nn.Module | FoldSet, spec: ModelSpec, path: Path, *, meta: dict) -> str:
     """Write ``model`` (weights on CPU), ``spec`` and JSON-able ``meta`` to ``path``
-    atomically (temp file + rename); return the file's sha256."""
+    atomically (temp file + rename); return the file's sha256. A :class:`FoldSet` keeps
+    its plan and every fold's weights; its first fold is also the file's plain model."""
     path = Path(path)
     try:
         meta_plain = json.loads(json.dumps(meta))
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{path}: model meta must be JSON-serialisable ({exc})") from exc
+    folds = model if isinstance(model, FoldSet) else None
+    first = folds.models[0] if folds is not None else model
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "spec": spec.to_dict(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "state_dict": _cpu_state(first),
         "meta": meta_plain,
         "versions": {"torch": str(torch.__version__), "smp": str(smp.__version__)},
     }
+    if folds is not None and folds.k > 1:
+        payload["folds"] = {
+            "plan": folds.plan.to_dict(),
+            "state_dicts": [_cpu_state(m) for m in folds.models],
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -69,13 +78,46 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, meta: dict) -> 
     return digest
 
 
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def load_model(path: Path, *, device: torch.device) -> tuple[GeoAuditNet, ModelSpec, dict]:
-    """Load a file written by :func:`save_model`: ``(model in eval mode on device, spec, meta)``.
+    """Load a file written by :func:`save_model`: ``(model in eval mode on device, spec, meta)``
+    (a fold set's first fold).
 
     Raises :class:`ModelError` for a missing file and for anything that is not a GeoAudit
     model file (random bytes, text, other torch files, weights that do not fit the spec).
     """
-    path = Path(path)
+    payload, spec = _read(Path(path))
+    model = _built(path, spec, payload["state_dict"], device)
+    return model, spec, dict(payload["meta"])
+
+
+def load_fold_set(path: Path, *, device: torch.device) -> tuple[FoldSet, ModelSpec, dict]:
+    """Load a model file as a :class:`FoldSet` (a plain model as a one-fold set)."""
+    payload, spec = _read(Path(path))
+    folds = payload.get("folds")
+    if not folds:
+        model = _built(path, spec, payload["state_dict"], device)
+        return FoldSet.single(model), spec, dict(payload["meta"])
+    plan = FoldPlan.from_dict(folds["plan"])
+    models = [_built(path, spec, state, device) for state in folds["state_dicts"]]
+    return FoldSet(models, plan), spec, dict(payload["meta"])
+
+
+def _built(path: Path, spec: ModelSpec, state: dict, device: torch.device) -> GeoAuditNet:
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the stored spec {spec} ({exc})") from exc
+    model.to(device).eval()
+    return model
+
+
+def _read(path: Path) -> tuple[dict, ModelSpec]:
+    """The checked payload of a model file and its spec."""
     if not path.is_file():
         raise ModelError(f"{path}: model file does not exist")
     try:
@@ -102,10 +144,4 @@ def load_model(path: Path, *, device: torch.device) -> tuple[GeoAuditNet, ModelS
         spec = ModelSpec.from_dict(dict(payload["spec"]))
     except (ModelError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: GeoAudit model file with an unusable spec ({exc})") from exc
-    model = build_model(spec)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the stored spec {spec} ({exc})") from exc
-    model.to(device).eval()
-    return model, spec, dict(payload["meta"])
+    return payload, spec

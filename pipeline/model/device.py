@@ -62,3 +62,13 @@ def memory_format(device: torch.device | str) -> torch.memory_format:
     for the default spec on 2 cores (``bench/model_speed.py``); values are unchanged."""
     torch.device(device)  # validates the argument
     return torch.channels_last
+
+
+def repeatable(threads: int = 2) -> None:
+    """Make training and prediction give the same numbers on every run and machine of the
+    same kind: a fixed number of CPU threads (float sums depend on how work is split) and
+    deterministic kernels where torch has them (CUDA convolutions above all)."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = False

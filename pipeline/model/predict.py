@@ -13,6 +13,8 @@ from torch import nn
 from pipeline.errors import ImageryError, ModelError
 from pipeline.model.dataset import to_model_input
 from pipeline.model.device import autocast, memory_format
+from pipeline.model.folds import FoldSet
+from pipeline.tiles import TILE_SIZE, Shard, block_of, shard_tiles
 
 log = logging.getLogger(__name__)
 
@@ -135,4 +137,85 @@ def predict_mosaic(
     if valid is not None:
         out[~valid] = 0.0
     log.debug("predicted %dx%d px in %d windows", h, w, len(boxes))
+    return out
+
+
+def predict_tiles(
+    model: nn.Module,
+    image: np.ndarray,
+    blocks: list[tuple[int, int]],
+    *,
+    tile: int = 256,
+    margin: int = 32,
+    batch_size: int = 8,
+    device: torch.device,
+) -> np.ndarray:
+    """Probabilities of the ``(row, col)`` tile blocks of a mosaic, 0 elsewhere.
+
+    Each block is predicted in one window of ``tile + 2 * margin`` px centred on it (the
+    mosaic reflect-padded by ``margin`` at its border), and its central ``tile`` px are
+    kept: every pixel gets ``margin`` px of context, nothing is blended.
+    """
+    c, h, w = image.shape
+    window = tile + 2 * margin
+    s = _stride(model)
+    if window % s:
+        raise ModelError(f"predict_tiles: tile + 2 * margin = {window} must be a multiple of {s}")
+    padded = np.pad(image, ((0, 0), (margin, margin), (margin, margin)), mode="reflect")
+    out = np.zeros((h, w), np.float32)
+    model.to(device)
+    with eval_mode(model):
+        for i in range(0, len(blocks), batch_size):
+            chunk = blocks[i : i + batch_size]
+            batch = np.stack(
+                [
+                    padded[:, r * tile : r * tile + window, q * tile : q * tile + window]
+                    for r, q in chunk
+                ]
+            )
+            probs = _probabilities(model, batch, device)
+            for (r, q), p in zip(chunk, probs, strict=True):
+                out[r * tile : (r + 1) * tile, q * tile : (q + 1) * tile] = p[
+                    margin : margin + tile, margin : margin + tile
+                ]
+    return out
+
+
+def predict_fold_set(
+    folds: FoldSet,
+    image: np.ndarray,
+    shard: Shard,
+    *,
+    valid: np.ndarray | None = None,
+    margin: int = 32,
+    batch_size: int = 8,
+    device: torch.device,
+) -> np.ndarray:
+    """Probabilities ``(H, W)`` of a shard mosaic, each work tile by the fold model that
+    did not train on it (:class:`~pipeline.model.folds.FoldSet`); tiles without a valid
+    pixel and pixels outside ``valid`` are 0. A one-fold set is one sliding-window pass
+    (:func:`predict_mosaic`)."""
+    if folds.k == 1:
+        return predict_mosaic(
+            folds.models[0], image, valid=valid, batch_size=batch_size, device=device
+        )
+    by_fold: dict[int, list[tuple[int, int]]] = {}
+    for t in shard_tiles(shard):
+        r, q = block_of(t, shard)
+        sl = np.s_[r * TILE_SIZE : (r + 1) * TILE_SIZE, q * TILE_SIZE : (q + 1) * TILE_SIZE]
+        if valid is None or valid[sl].any():
+            by_fold.setdefault(folds.plan.fold_of(t), []).append((r, q))
+    out = np.zeros(image.shape[1:], np.float32)
+    for fold, blocks in sorted(by_fold.items()):
+        out += predict_tiles(
+            folds.models[fold],
+            image,
+            blocks,
+            tile=TILE_SIZE,
+            margin=margin,
+            batch_size=batch_size,
+            device=device,
+        )
+    if valid is not None:
+        out[~valid] = 0.0
     return out

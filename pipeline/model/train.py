@@ -114,7 +114,25 @@ def evaluate_iou(
     batch_size: int = 8,
 ) -> float:
     """Micro IoU over all valid pixels of ``samples`` at threshold 0.5:
-    ``sum TP / sum (TP + FP + FN)`` (1.0 when both prediction and labels are empty).
+    ``sum TP / sum (TP + FP + FN)`` (1.0 when both prediction and labels are empty)."""
+    return iou_of(evaluate_counts(model, samples, device=device, batch_size=batch_size))
+
+
+def iou_of(counts: tuple[int, int, int]) -> float:
+    """``TP / (TP + FP + FN)`` of ``(TP, FP, FN)``; 1.0 when all are 0."""
+    tp, fp, fn = counts
+    union = tp + fp + fn
+    return tp / union if union else 1.0
+
+
+def evaluate_counts(
+    model: nn.Module,
+    samples: Sequence[TrainingSample],
+    *,
+    device: torch.device,
+    batch_size: int = 8,
+) -> tuple[int, int, int]:
+    """``(TP, FP, FN)`` pixel counts of ``model`` on the valid pixels of ``samples``.
 
     Samples up to 512 px per side are predicted whole, in batches of equal shapes;
     larger ones with :func:`predict_mosaic` (256 px windows, 32 px overlap).
@@ -142,8 +160,7 @@ def evaluate_iou(
             tp += int(np.count_nonzero(pred & lab))
             fp += int(np.count_nonzero(pred & ~lab))
             fn += int(np.count_nonzero(~pred & lab))
-    union = tp + fp + fn
-    return tp / union if union else 1.0
+    return tp, fp, fn
 
 
 class WeightEMA:

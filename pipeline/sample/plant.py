@@ -140,27 +140,31 @@ def _count(n: int, share: float) -> int:
 def _phantoms(
     geoms: np.ndarray, outline: BaseGeometry, n: int, clearance: float, rng: np.random.Generator
 ) -> list[BaseGeometry]:
-    """``n`` building-shaped polygons inside ``outline``, clear of every footprint."""
-    blocked = shapely.union_all(shapely.buffer(geoms, clearance))
-    free = outline.difference(blocked)
+    """``n`` building-shaped polygons inside ``outline``, clear of every footprint by
+    ``clearance`` (halved, down to 0.5 m, where a dense place leaves no room)."""
     tree = shapely.STRtree(geoms)
     out: list[BaseGeometry] = []
     minx, miny, maxx, maxy = outline.bounds
-    attempts = 0
-    while len(out) < n and attempts < 200 * max(n, 1):
-        attempts += 1
-        template = geoms[int(rng.integers(len(geoms)))]
-        shape = affinity.rotate(template, rng.uniform(0, 360), origin="centroid")
-        c = shape.centroid
-        x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
-        candidate = affinity.translate(shape, x - c.x, y - c.y)
-        if not free.contains(candidate):
-            continue
-        if any(candidate.distance(p) < clearance for p in out):
-            continue
-        if len(tree.query(candidate.buffer(clearance), predicate="intersects")):
-            continue
-        out.append(candidate)
+    while True:
+        free = outline.difference(shapely.union_all(shapely.buffer(geoms, clearance)))
+        attempts = 0
+        while len(out) < n and attempts < 300 * max(n, 1):
+            attempts += 1
+            template = geoms[int(rng.integers(len(geoms)))]
+            shape = affinity.rotate(template, rng.uniform(0, 360), origin="centroid")
+            c = shape.centroid
+            x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+            candidate = affinity.translate(shape, x - c.x, y - c.y)
+            if not free.contains(candidate):
+                continue
+            if any(candidate.distance(p) < clearance for p in out):
+                continue
+            if len(tree.query(candidate.buffer(clearance), predicate="intersects")):
+                continue
+            out.append(candidate)
+        if len(out) == n or clearance <= 0.5:
+            break
+        clearance = max(clearance / 2, 0.5)
     if len(out) < n:
         raise VectorDataError(
             f"only {len(out)} of {n} phantom footprints fit on the imagery clear of buildings"

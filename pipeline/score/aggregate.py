@@ -71,8 +71,9 @@ def aoi_aggregates(
     IoU. ``findings``: :attr:`MatchResult.findings` (any CRS);
     ``n_*``: its :class:`MatchSummary`.
 
-    * ``completeness = 1 - n_missing / n_predicted``: share of buildings seen in
-      the imagery that the open data has (matched, misaligned or partly mapped).
+    * ``completeness = n_matched / (n_matched + n_missing)``: share of the buildings
+      the imagery shows one-to-one or as missing that the open data has (missing
+      findings are parts of the prediction, several may come from one blob).
     * ``correctness = 1 - n_unsupported / n_opendata``: share of open-data
       buildings supported by the imagery.
     * ``object_f1 = 2 n_matched / (n_predicted + n_opendata)``: one-to-one
@@ -101,12 +102,11 @@ def aoi_aggregates(
 
     counts = findings["kind"].value_counts()
     by_kind = {k: int(counts.get(k, 0)) for k in FINDING_KINDS}
-    for kind, total, name in (
-        ("missing_in_opendata", n_predicted, "n_predicted"),
-        ("unsupported_by_imagery", n_opendata, "n_opendata"),
-    ):
-        if by_kind[kind] > total:
-            raise ConfigError(f"{by_kind[kind]} {kind} findings exceed {name}={total}")
+    if by_kind["unsupported_by_imagery"] > n_opendata:
+        raise ConfigError(
+            f"{by_kind['unsupported_by_imagery']} unsupported_by_imagery findings exceed "
+            f"n_opendata={n_opendata}"
+        )
 
     valid_col = next((c for c in ("valid", "valid_px") if c in tile_table.columns), None)
     if valid_col is None:
@@ -142,7 +142,7 @@ def aoi_aggregates(
         n_predicted=int(n_predicted),
         n_opendata=int(n_opendata),
         n_matched=int(n_matched),
-        completeness=_share(n_predicted - by_kind["missing_in_opendata"], n_predicted),
+        completeness=_share(n_matched, n_matched + by_kind["missing_in_opendata"]),
         correctness=_share(n_opendata - by_kind["unsupported_by_imagery"], n_opendata),
         object_f1=_share(2 * n_matched, n_predicted + n_opendata),
         n_findings=int(len(findings)),

@@ -116,6 +116,17 @@ def translate(geoms: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return shapely.set_coordinates(moved, coords)
 
 
+def rotate(geoms: np.ndarray, angle_deg: float, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    """Each geometry turned by ``angle_deg`` (counter-clockwise) about its own ``(cx, cy)``,
+    vectorised over coordinates."""
+    a = np.radians(angle_deg)
+    cos, sin = np.cos(a), np.sin(a)
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    x, y = coords[:, 0] - cx[index], coords[:, 1] - cy[index]
+    turned = np.column_stack([cx[index] + cos * x - sin * y, cy[index] + sin * x + cos * y])
+    return shapely.set_coordinates(geoms.copy(), turned)
+
+
 def pair_iou(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
     """``inter / (area_a + area_b - inter)``."""
     union = area_a + area_b - inter

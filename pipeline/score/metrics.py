@@ -202,3 +202,25 @@ def tile_metrics(
         fg_label=fg_label,
         fg_pred=fg_pred,
     )
+
+
+def footprint_stats(
+    index: np.ndarray, prob: np.ndarray, valid: np.ndarray, n_features: int
+) -> dict[str, np.ndarray]:
+    """What the prediction says under each footprint of a shard.
+
+    ``index``: ``(H, W)`` int raster, ``k + 1`` where footprint ``k`` covers the pixel
+    (0 elsewhere); ``prob``: probabilities; ``valid``: pixels with imagery. Per footprint
+    ``k``: ``n_px`` pixels, ``n_valid`` of them with imagery, ``sum_prob`` of the
+    probabilities and ``n_pred`` predicted (``prob >= 0.5``) over the valid ones.
+    """
+    idx = np.asarray(index).ravel()
+    ok = np.asarray(valid, bool).ravel()
+    p = np.asarray(prob, np.float64).ravel()
+    size = n_features + 1
+    return {
+        "n_px": np.bincount(idx, minlength=size)[1:],
+        "n_valid": np.bincount(idx[ok], minlength=size)[1:],
+        "sum_prob": np.bincount(idx[ok], weights=p[ok], minlength=size)[1:],
+        "n_pred": np.bincount(idx[ok & (p >= 0.5)], minlength=size)[1:],
+    }

@@ -1,14 +1,23 @@
 """The training set of an AOI: its own open data as labels over its imagery.
 
-Held-out tiles are chosen by a hash of ``z/x/y`` so every retraining of an AOI holds
-out the same tiles: champion and challenger are judged on equal ground. Tiles reviewed
-as ``label_wrong`` are excluded from training and validation.
+Every shard with imagery of every training step is read once (a
+:class:`TrainingArea`); a split then masks the held-out tiles out of the training
+samples and cuts them out as validation samples:
+
+* with folds (:func:`fold_splits`), each fold holds out its blocks of tiles
+  (:mod:`pipeline.model.folds`);
+* without (:func:`heldout_split`), a fixed, hash-chosen share of the tiles is held
+  out: ``int(sha1("z/x/y")[:8], 16) / 2**32 < share``, so every retraining holds out
+  the same tiles.
+
+Tiles reviewed as ``label_wrong`` are left out of training and validation alike.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -18,38 +27,69 @@ from pipeline.aoi.config import AoiConfig
 from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.errors import GeoAuditError
+from pipeline.model.dataset import TrainingSample
+from pipeline.model.folds import FoldPlan
 from pipeline.run.fetch import fetch_imagery, fetch_opendata
 from pipeline.run.inputs import imagery_snapshot, opendata_snapshot, read_shard_image
 from pipeline.run.labels import shard_labels
-from pipeline.tiles import TILE_SIZE, Tile, block_of
+from pipeline.tiles import TILE_SIZE, Shard, Tile, block_of
+
+#: a tile is validated only when more than this share of it has imagery
+MIN_VALID_SHARE = 0.5
 
 
 def is_heldout(tile: Tile, share: float) -> bool:
     """Deterministic hold-out: ``int(sha1("z/x/y")[:8], 16) / 2**32 < share``."""
+    return _tile_hash(tile) < share
+
+
+def _tile_hash(tile: Tile) -> float:
     digest = hashlib.sha1(f"{tile.z}/{tile.x}/{tile.y}".encode()).hexdigest()
-    return int(digest[:8], 16) / 2**32 < share
+    return int(digest[:8], 16) / 2**32
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingArea:
+    """One shard of one training step: imagery, labels, valid mask and its AOI tiles."""
+
+    step: str
+    shard: Shard
+    image: np.ndarray
+    labels: np.ndarray
+    valid: np.ndarray
+    tiles: tuple[Tile, ...]
+
+    def window(self, tile: Tile) -> tuple[slice, slice]:
+        """The pixels of work tile ``tile`` in the shard mosaic."""
+        row, col = block_of(tile, self.shard)
+        return (
+            slice(row * TILE_SIZE, (row + 1) * TILE_SIZE),
+            slice(col * TILE_SIZE, (col + 1) * TILE_SIZE),
+        )
+
+    def validatable(self, tile: Tile) -> bool:
+        """Enough imagery on ``tile`` to judge a model there."""
+        return bool(self.valid[self.window(tile)].mean() > MIN_VALID_SHARE)
 
 
 @dataclass
 class TrainingSet:
-    """Shard-sized training samples and tile-sized held-out samples."""
+    """Shard-sized training samples and tile-sized validation samples (``val_tiles``
+    names the tile of each)."""
 
-    train: list
-    val: list
-    heldout_tiles: list[str]
-    excluded_tiles: list[str]
-    steps: list[str]
+    train: list[TrainingSample]
+    val: list[TrainingSample]
+    val_tiles: list[Tile]
+    excluded_tiles: list[str] = field(default_factory=list)
 
 
-def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> TrainingSet:
-    """Training samples per shard (held-out and excluded tiles masked out) and held-out tiles."""
-    from pipeline.model.dataset import TrainingSample
-
-    share = config.model.train.heldout_share
+def load_areas(
+    ctx: Context, config: AoiConfig, steps: list[str]
+) -> tuple[list[TrainingArea], set[Tile]]:
+    """Every shard with imagery of every step, and the tiles reviewed ``label_wrong``."""
     with Session(ctx.engine) as s:
-        aoi_id = repo.get_aoi(s, config.name).id
-        excluded = repo.label_wrong_tiles(s, aoi_id)
-    train, val, heldout, excluded_names = [], [], set(), set()
+        excluded = repo.label_wrong_tiles(s, repo.get_aoi(s, config.name).id)
+    areas = []
     for step in steps:
         fetched_imagery = fetch_imagery(ctx, config, step)
         fetched_opendata = fetch_opendata(ctx, config, step)
@@ -66,39 +106,83 @@ def build_training_set(ctx: Context, config: AoiConfig, steps: list[str]) -> Tra
             if ref is None:
                 continue
             image, valid = read_shard_image(ctx, ref)
-            valid = valid.copy()
             labels = shard_labels(ctx, config.name, opendata, shard)
-            train_valid = np.zeros_like(valid)
-            for tile in tiles:
-                row, col = block_of(tile, shard)
-                sl = np.s_[
-                    row * TILE_SIZE : (row + 1) * TILE_SIZE, col * TILE_SIZE : (col + 1) * TILE_SIZE
-                ]
-                if tile in excluded:
-                    excluded_names.add(str(tile))
-                    continue
-                if is_heldout(tile, share):
-                    if valid[sl].mean() > 0.5:
-                        heldout.add(str(tile))
-                        val.append(
-                            TrainingSample(
-                                image=image[(slice(None), *sl)].copy(),
-                                label=labels[sl].copy(),
-                                valid=valid[sl].copy(),
-                                name=f"{step}/{tile}",
-                            )
+            areas.append(TrainingArea(step, shard, image, labels, valid, tuple(tiles)))
+    return areas, excluded
+
+
+def split(
+    areas: list[TrainingArea], held_out: Callable[[Tile], bool], excluded: set[Tile]
+) -> TrainingSet:
+    """Training samples (held-out and excluded tiles masked out, and the pixels outside
+    the AOI's tiles) and one validation sample per held-out tile with imagery."""
+    train, val, val_tiles = [], [], []
+    skipped: set[str] = set()
+    for area in areas:
+        train_valid = np.zeros_like(area.valid)
+        for tile in area.tiles:
+            sl = area.window(tile)
+            if tile in excluded:
+                skipped.add(str(tile))
+            elif held_out(tile):
+                if area.validatable(tile):
+                    val.append(
+                        TrainingSample(
+                            image=area.image[(slice(None), *sl)].copy(),
+                            label=area.labels[sl].copy(),
+                            valid=area.valid[sl].copy(),
+                            name=f"{area.step}/{tile}",
                         )
-                    continue
-                train_valid[sl] = valid[sl]
-            if train_valid.any():
-                train.append(
-                    TrainingSample(
-                        image=image, label=labels, valid=train_valid, name=f"{step}/{shard.id}"
                     )
+                    val_tiles.append(tile)
+            else:
+                train_valid[sl] = area.valid[sl]
+        if train_valid.any():
+            train.append(
+                TrainingSample(
+                    image=area.image,
+                    label=area.labels,
+                    valid=train_valid,
+                    name=f"{area.step}/{area.shard.id}",
                 )
-    if not train or not val:
+            )
+    return TrainingSet(train, val, val_tiles, sorted(skipped))
+
+
+def heldout_split(
+    areas: list[TrainingArea], share: float, excluded: set[Tile], aoi: str
+) -> TrainingSet:
+    """The plain split: a hash-chosen ``share`` of the tiles held out (on a small AOI,
+    where the hash picks none of the tiles with imagery, the one with the lowest hash)."""
+    held = {t for t in validatable_tiles(areas, excluded) if is_heldout(t, share)}
+    if not held:
+        held = set(sorted(validatable_tiles(areas, excluded), key=_tile_hash)[:1])
+    out = split(areas, held.__contains__, excluded)
+    _check(out, aoi)
+    return out
+
+
+def fold_splits(
+    areas: list[TrainingArea], plan: FoldPlan, excluded: set[Tile], aoi: str
+) -> list[TrainingSet]:
+    """One split per fold: fold ``j`` holds out its blocks."""
+    out = [split(areas, lambda t, j=j: plan.fold_of(t) == j, excluded) for j in range(plan.k)]
+    for j, one in enumerate(out):
+        _check(one, f"{aoi} fold {j}")
+    return out
+
+
+def validatable_tiles(areas: list[TrainingArea], excluded: set[Tile]) -> list[Tile]:
+    """The tiles a fold plan deals: with imagery, not excluded (each once)."""
+    return sorted(
+        {t for a in areas for t in a.tiles if t not in excluded and a.validatable(t)},
+        key=lambda t: (t.y, t.x),
+    )
+
+
+def _check(one: TrainingSet, what: str) -> None:
+    if not one.train or not one.val:
         raise GeoAuditError(
-            f"AOI {config.name!r} has too little imagery to train on for steps {steps}: "
-            f"{len(train)} training shards, {len(val)} held-out tiles"
+            f"{what}: too little imagery to train on: {len(one.train)} training shards, "
+            f"{len(one.val)} held-out tiles"
         )
-    return TrainingSet(train, val, sorted(heldout), sorted(excluded_names), list(steps))

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from pipeline.errors import ModelError
-from pipeline.model.checkpoint import load_model, save_model
+from pipeline.model.checkpoint import FORMAT_VERSION, load_fold_set, load_model, save_model
+from pipeline.model.folds import FoldPlan, FoldSet
 from pipeline.model.net import ModelSpec, build_model
+from pipeline.tiles import Tile
 
 from .conftest import random_image
 
@@ -101,3 +103,121 @@ def test_load_rejects_weights_that_do_not_fit_the_spec(model_and_spec, tmp_path,
 def test_load_missing_file(tmp_path, cpu):
     with pytest.raises(ModelError, match="does not exist"):
         load_model(tmp_path / "nope.pt", device=cpu)
+
+
+# --- fold sets (format version 2) ---------------------------------------------------------
+
+
+def _seeded(spec: ModelSpec, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(spec).eval()
+
+
+def _outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.fixture(scope="module")
+def fold_set():
+    spec = ModelSpec()
+    plan = FoldPlan(2, 20, {"20/773394/440526": 0, "20/773395/440526": 1})
+    return FoldSet([_seeded(spec, 1), _seeded(spec, 2)], plan), spec
+
+
+def test_fold_set_round_trip_keeps_plan_and_every_fold(fold_set, tmp_path, cpu):
+    folds, spec = fold_set
+    path = tmp_path / "folds.pt"
+    digest = save_model(folds, spec, path, meta={"folds": 2})
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["format_version"] == FORMAT_VERSION == 2
+    assert payload["folds"]["plan"] == folds.plan.to_dict()
+    assert len(payload["folds"]["state_dicts"]) == 2
+
+    loaded, spec2, meta = load_fold_set(path, device=cpu)
+    assert spec2 == spec and meta == {"folds": 2}
+    assert loaded.k == 2 and loaded.plan == folds.plan
+    x = torch.from_numpy(random_image(32, 32)).float()[None]
+    for original, back in zip(folds.models, loaded.models, strict=True):
+        assert not back.training
+        assert torch.equal(_outputs(original, x), _outputs(back, x))
+    # the folds really are different networks, and model_for follows the stored plan
+    assert not torch.equal(_outputs(loaded.models[0], x), _outputs(loaded.models[1], x))
+    tile = Tile(773395, 440526, 20)
+    assert loaded.model_for(tile) is loaded.models[1]
+
+
+def test_load_model_of_a_fold_set_file_is_its_first_fold(fold_set, tmp_path, cpu):
+    folds, spec = fold_set
+    save_model(folds, spec, tmp_path / "folds.pt", meta={})
+    model, _, _ = load_model(tmp_path / "folds.pt", device=cpu)
+    x = torch.from_numpy(random_image(32, 32, seed=5)).float()[None]
+    assert torch.equal(_outputs(model, x), _outputs(folds.models[0], x))
+    assert not torch.equal(_outputs(model, x), _outputs(folds.models[1], x))
+
+
+def test_plain_model_file_loads_as_a_one_fold_set(model_and_spec, tmp_path, cpu):
+    model, spec = model_and_spec
+    save_model(model, spec, tmp_path / "plain.pt", meta={"kind": "plain"})
+    payload = torch.load(tmp_path / "plain.pt", map_location="cpu", weights_only=True)
+    assert "folds" not in payload
+    folds, spec2, meta = load_fold_set(tmp_path / "plain.pt", device=cpu)
+    assert folds.k == 1 and folds.plan == FoldPlan(1, 0) and spec2 == spec
+    assert meta == {"kind": "plain"}
+    x = torch.from_numpy(random_image(64, 64)).float()[None]
+    assert torch.equal(_outputs(folds.model_for(Tile(1, 2, 20)), x), _outputs(model, x))
+
+
+def test_one_fold_set_is_saved_as_a_plain_model(model_and_spec, tmp_path, cpu):
+    model, spec = model_and_spec
+    save_model(FoldSet.single(model), spec, tmp_path / "one.pt", meta={})
+    payload = torch.load(tmp_path / "one.pt", map_location="cpu", weights_only=True)
+    assert "folds" not in payload
+    loaded, _, _ = load_model(tmp_path / "one.pt", device=cpu)
+    x = torch.from_numpy(random_image(64, 64)).float()[None]
+    assert torch.equal(_outputs(loaded, x), _outputs(model, x))
+
+
+def test_version_1_files_still_load_and_newer_ones_are_refused(model_and_spec, tmp_path, cpu):
+    model, spec = model_and_spec
+    path = tmp_path / "m.pt"
+    save_model(model, spec, path, meta={})
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["format_version"] = 1
+    torch.save(payload, tmp_path / "v1.pt")
+    folds, _, _ = load_fold_set(tmp_path / "v1.pt", device=cpu)
+    assert folds.k == 1
+    payload["format_version"] = FORMAT_VERSION + 1
+    torch.save(payload, tmp_path / "v3.pt")
+    with pytest.raises(ModelError, match="newer than this GeoAudit"):
+        load_fold_set(tmp_path / "v3.pt", device=cpu)
+    with pytest.raises(ModelError, match="newer than this GeoAudit"):
+        load_model(tmp_path / "v3.pt", device=cpu)
+
+
+def test_fold_set_with_a_malformed_plan_is_refused(fold_set, tmp_path, cpu):
+    folds, spec = fold_set
+    path = tmp_path / "folds.pt"
+    save_model(folds, spec, path, meta={})
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    del payload["folds"]["plan"]["k"]
+    torch.save(payload, path)
+    with pytest.raises(ModelError, match="fold plan is malformed"):
+        load_fold_set(path, device=cpu)
+
+
+def test_fold_set_weights_must_fit_the_spec(fold_set, tmp_path, cpu):
+    folds, _ = fold_set
+    other = ModelSpec(decoder_channels=(64, 32, 16, 8))
+    save_model(folds, other, tmp_path / "folds.pt", meta={})
+    with pytest.raises(ModelError, match="weights do not fit the stored spec"):
+        load_fold_set(tmp_path / "folds.pt", device=cpu)
+
+
+def test_fold_set_files_refuse_missing(tmp_path, cpu):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_fold_set(tmp_path / "nope.pt", device=cpu)
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(ModelError, match="not a GeoAudit model file"):
+        load_fold_set(tmp_path / "text.pt", device=cpu)

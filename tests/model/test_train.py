@@ -11,7 +11,14 @@ from pipeline.errors import ModelError
 from pipeline.model.checkpoint import load_model
 from pipeline.model.dataset import TrainingSample
 from pipeline.model.net import ModelSpec
-from pipeline.model.train import TrainConfig, evaluate_iou, lr_at, train_model
+from pipeline.model.train import (
+    TrainConfig,
+    evaluate_counts,
+    evaluate_iou,
+    iou_of,
+    lr_at,
+    train_model,
+)
 
 
 def test_short_training_beats_trivial_baselines(trained, town):
@@ -117,3 +124,72 @@ def test_same_seed_same_model(town, spec, cpu):
     a = train_model(train, [], spec, cfg, device=cpu).model.state_dict()
     b = train_model(train, [], spec, cfg, device=cpu).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- pixel counts and the IoU of counts ---------------------------------------------------
+
+
+class RedAbove(nn.Module):
+    """Pointwise: building where the red band is >= 128."""
+
+    output_stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1] - 127.5) * 0.1
+
+
+def _patterned(h: int, w: int, seed: int) -> TrainingSample:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (3, h, w), dtype=np.uint8)
+    label = rng.random((h, w)) < 0.3
+    valid = rng.random((h, w)) < 0.8
+    return TrainingSample(image, label.astype(np.uint8), valid)
+
+
+def _expected_counts(samples: list[TrainingSample]) -> tuple[int, int, int]:
+    tp = fp = fn = 0
+    for s in samples:
+        pred, lab = (s.image[0] >= 128)[s.valid], s.label.astype(bool)[s.valid]
+        tp += int((pred & lab).sum())
+        fp += int((pred & ~lab).sum())
+        fn += int((~pred & lab).sum())
+    return tp, fp, fn
+
+
+def test_evaluate_counts_are_tp_fp_fn_over_valid_pixels(cpu):
+    # two shapes batched directly, one big sample through the mosaic path
+    samples = [_patterned(16, 16, 0), _patterned(16, 16, 1), _patterned(24, 40, 2)]
+    samples.append(_patterned(520, 530, 3))
+    expected = _expected_counts(samples)
+    assert all(c > 0 for c in expected)
+    got = evaluate_counts(RedAbove(), samples, device=cpu, batch_size=1)
+    assert got == expected and all(type(c) is int for c in got)
+    assert evaluate_counts(RedAbove(), samples[::-1], device=cpu, batch_size=8) == expected
+    assert evaluate_iou(RedAbove(), samples, device=cpu) == pytest.approx(iou_of(expected))
+    assert evaluate_counts(RedAbove(), [], device=cpu) == (0, 0, 0)
+
+
+def test_evaluate_counts_of_constant_models(cpu):
+    label = np.zeros((8, 8), np.uint8)
+    label[:3] = 1  # 24 building pixels
+    valid = np.ones((8, 8), bool)
+    valid[:, 0] = False  # 3 building and 5 background pixels excluded
+    samples = [_sample(label, valid)]
+    assert evaluate_counts(Constant(5.0), samples, device=cpu) == (21, 35, 0)
+    assert evaluate_counts(Constant(-5.0), samples, device=cpu) == (0, 0, 21)
+
+
+@pytest.mark.parametrize(
+    "counts,iou",
+    [((0, 0, 0), 1.0), ((3, 1, 2), 0.5), ((0, 5, 0), 0.0), ((0, 0, 5), 0.0), ((7, 0, 0), 1.0)],
+)
+def test_iou_of_counts(counts, iou):
+    assert iou_of(counts) == pytest.approx(iou)
+
+
+def test_pooled_counts_are_not_the_mean_of_ious():
+    # out-of-fold IoU pools counts over folds: a big fold weighs more than a small one
+    big, small = (90, 10, 0), (1, 0, 9)
+    pooled = tuple(a + b for a, b in zip(big, small, strict=True))
+    assert iou_of(pooled) == pytest.approx(91 / 110)
+    assert iou_of(pooled) != pytest.approx((iou_of(big) + iou_of(small)) / 2)

@@ -65,7 +65,7 @@ def test_aggregates_by_hand():
     assert agg["pixel_iou"] == pytest.approx(1500 / 2000)
     # tile 1 by QoD 70 < 80, tiles 0 and 2 by findings -> 3 of 3 valid tiles
     assert agg["n_flagged_tiles"] == 3 and agg["flagged_tile_share"] == 1.0
-    assert agg["completeness"] == pytest.approx(1 - 2 / 10)
+    assert agg["completeness"] == pytest.approx(6 / (6 + 2))
     assert agg["correctness"] == pytest.approx(1 - 1 / 8)
     assert agg["object_f1"] == pytest.approx(12 / 18)
     assert agg["n_findings"] == 4
@@ -142,10 +142,10 @@ def test_bad_inputs_raise():
         aoi_aggregates(
             tile_table(), gpd.GeoDataFrame(geometry=[]), n_predicted=0, n_opendata=0, n_matched=0
         )
-    with pytest.raises(ConfigError, match="exceed n_predicted"):
+    with pytest.raises(ConfigError, match="exceed n_opendata"):
         aoi_aggregates(
             tile_table(),
-            findings(finding_in(TILES[0], "missing_in_opendata")),
+            findings(finding_in(TILES[0], "unsupported_by_imagery", "w")),
             n_predicted=0,
             n_opendata=0,
             n_matched=0,
@@ -271,3 +271,62 @@ def test_aggregates_flag_with_the_same_rule():
     )
     assert agg["n_flagged_tiles"] == int(rule.sum()) == 2
     assert agg["flagged_tile_share"] == pytest.approx(rule.sum() / 3)
+
+
+# --- completeness = n_matched / (n_matched + n_missing) -----------------------------------
+
+
+def test_completeness_counts_missing_parts_not_predicted_polygons():
+    # one predicted blob can hold several missing parts: more missing findings than
+    # predicted polygons is fine
+    f = findings(*(finding_in(TILES[0], "missing_in_opendata") for _ in range(3)))
+    agg = aoi_aggregates(tile_table(), f, n_predicted=2, n_opendata=1, n_matched=1)
+    assert agg["completeness"] == pytest.approx(1 / 4)
+    assert agg["findings_by_kind"]["missing_in_opendata"] == 3
+
+
+def test_completeness_without_matches_or_missing_parts_is_one():
+    agg = aoi_aggregates(tile_table(), findings(), n_predicted=4, n_opendata=0, n_matched=0)
+    assert agg["completeness"] == 1.0 and agg["object_f1"] == 0.0
+
+
+def test_completeness_ignores_unsupported_and_misaligned_findings():
+    f = findings(
+        finding_in(TILES[0], "missing_in_opendata"),
+        finding_in(TILES[1], "unsupported_by_imagery", "u"),
+        finding_in(TILES[2], "misaligned", "m"),
+    )
+    agg = aoi_aggregates(tile_table(), f, n_predicted=5, n_opendata=6, n_matched=4)
+    assert agg["completeness"] == pytest.approx(4 / 5)
+    assert agg["correctness"] == pytest.approx(5 / 6)
+
+
+def test_completeness_of_a_real_match():
+    from pipeline.score.match import match
+
+    def box(x, y, w, h):
+        return shapely.box(x, y, x + w, y + h)
+
+    # a matched house, a shifted one, and a blob over three houses with the middle mapped
+    pred = gpd.GeoDataFrame(
+        {"confidence": [0.9, 0.9, 0.9]},
+        geometry=[box(0, 0, 10, 10), box(104, 3, 10, 10), box(200, 0, 30, 8)],
+        crs="EPSG:3857",
+    )
+    od = gpd.GeoDataFrame(
+        {"feature_id": ["a", "moved", "middle"]},
+        geometry=[box(0, 0, 10, 10), box(100, 0, 10, 10), box(210, 0, 10, 8)],
+        crs="EPSG:3857",
+    )
+    res = match(pred, od)
+    s = res.summary
+    assert (s.n_matched, s.n_misaligned, s.n_missing, s.n_predicted) == (2, 1, 2, 3)
+    agg = aoi_aggregates(
+        tile_table(),
+        res.findings,
+        n_predicted=s.n_predicted,
+        n_opendata=s.n_opendata,
+        n_matched=s.n_matched,
+    )
+    assert agg["completeness"] == pytest.approx(2 / (2 + 2))
+    assert agg["object_f1"] == pytest.approx(2 * 2 / (3 + 3))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pipeline.errors import ConfigError
-from pipeline.score.metrics import binarize, qod, tile_metrics
+from pipeline.score.metrics import binarize, footprint_stats, qod, tile_metrics
 from pipeline.tiles import Shard, Tile
 
 
@@ -194,3 +194,53 @@ def test_qod_bounds_and_monotonic_in_iou(iou, fg):
     q = qod(iou, fg)
     assert 0.0 <= q <= 100.0
     assert qod(min(1.0, iou + 0.1), fg) >= q
+
+
+# --- what the prediction says under each footprint ----------------------------------------
+
+
+def test_footprint_stats_by_hand():
+    index = np.array(
+        [
+            [1, 1, 0, 2],
+            [1, 1, 0, 2],
+            [0, 0, 0, 2],
+        ]
+    )
+    prob = np.array(
+        [
+            [0.9, 0.5, 0.7, 0.1],
+            [0.2, 0.6, 0.8, 0.4999],
+            [0.9, 0.9, 0.9, 0.3],
+        ],
+        np.float32,
+    )
+    valid = np.ones((3, 4), bool)
+    valid[1, 1] = False  # one pixel of footprint 0 without imagery
+    stats = footprint_stats(index, prob, valid, 3)  # footprint 2 covers no pixel
+    assert stats["n_px"].tolist() == [4, 3, 0]
+    assert stats["n_valid"].tolist() == [3, 3, 0]
+    assert stats["sum_prob"] == pytest.approx([0.9 + 0.5 + 0.2, 0.1 + 0.4999 + 0.3, 0.0])
+    assert stats["n_pred"].tolist() == [2, 0, 0]  # 0.9 and 0.5 (>= 0.5); 0.6 has no imagery
+    assert set(stats) == {"n_px", "n_valid", "sum_prob", "n_pred"}
+
+
+def test_footprint_stats_of_no_footprint():
+    stats = footprint_stats(np.zeros((4, 4), np.int32), np.ones((4, 4)), np.ones((4, 4), bool), 0)
+    assert all(len(v) == 0 for v in stats.values())
+
+
+def test_footprint_stats_sum_to_the_mosaic_totals():
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 6, (64, 64)).astype(np.int32)
+    prob = rng.random((64, 64)).astype(np.float32)
+    valid = rng.random((64, 64)) < 0.7
+    stats = footprint_stats(index, prob, valid, 5)
+    covered = index > 0
+    assert stats["n_px"].sum() == covered.sum()
+    assert stats["n_valid"].sum() == (covered & valid).sum()
+    assert stats["sum_prob"].sum() == pytest.approx(prob[covered & valid].sum(dtype=np.float64))
+    assert stats["n_pred"].sum() == (covered & valid & (prob >= 0.5)).sum()
+    for k in range(5):
+        mine = (index == k + 1) & valid
+        assert stats["n_pred"][k] == (mine & (prob >= 0.5)).sum()
