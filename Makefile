@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install install-test install-airflow install-dashboard airflow dashboard browser lint bench clean help
+.PHONY: demo test install install-test install-airflow install-dashboard airflow dashboard browser servers lint bench clean help
 
 GEOAUDIT_HOME ?= $(HOME)/.geoaudit
 AIRFLOW_HOME  ?= $(GEOAUDIT_HOME)/airflow
@@ -43,6 +43,14 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }
 
+# MapServer (Debian) for the WMS/WFS source tests (the tests start it on loopback).
+servers:
+	@command -v mapserv >/dev/null || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { \
+	    echo "mapserv missing: install Debian's cgi-mapserver package"; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin >/dev/null; }; }
+
 $(VENV)/.installed-airflow: $(VENV)/.installed
 	$(PIP) install --quiet --disable-pip-version-check -e '.[airflow]'
 	@touch $@
@@ -55,7 +63,7 @@ install-dashboard: $(VENV)/.installed-dashboard
 demo: install
 	$(BIN)/geoaudit demo
 
-test: install-test browser
+test: install-test browser servers
 	GEOAUDIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 # Airflow 3 standalone (SQLite metadata under $(AIRFLOW_HOME)) with this project's DAGs.

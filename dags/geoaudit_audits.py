@@ -102,6 +102,7 @@ def _request(aoi: str):
     return AuditRequest(
         aoi=aoi,
         step=_step_of(params, context),
+        pinned=bool(params.get("step")),
         model_version_id=params.get("model_version"),
         force=bool(params.get("force")),
         repredict=bool(params.get("repredict")),
@@ -157,8 +158,11 @@ def build_audit_dag(config: AoiConfig):
         doc_md=(
             f"### Audit of AOI `{name}`\n\n{config.description}\n\n"
             f"Stages: {sequence}.\n\n"
-            "Fetches imagery and open data for the run's time step (its data interval, or "
-            "the `step` param), plans the run, validates the inputs with the Great "
+            "Audits at the run's date (its data interval end, or the `step` param): each "
+            "source is read at its own date by the AOI's date rules (by default its newest "
+            "snapshot on or before that date). When neither source nor the model changed "
+            "since the last succeeded audit, the run is recorded as *no new data* and ends "
+            "there. Otherwise it plans the run, validates the inputs with the Great "
             "Expectations suites (a critical failure fails the run before anything is "
             "scored; warnings are stored and shown), then rasterizes, predicts and scores every "
             "shard as a mapped task, computes the changes against the previous step, and "
@@ -178,7 +182,8 @@ def build_audit_dag(config: AoiConfig):
                 None,
                 type=["null", "string"],
                 pattern=STEP_PATTERN,
-                description="Time step (ISO date); default: the run's data interval end.",
+                description="Audit date (ISO date) that pins the run; default: the run's data "
+                "interval end, each source at its newest snapshot.",
             ),
             "model_version": Param(
                 None, type=["null", "integer"], minimum=1, description="Model version id."

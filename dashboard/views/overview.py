@@ -26,6 +26,7 @@ table = pd.DataFrame(
         "completeness": overview["completeness"],
         "correctness": overview["correctness"],
         "flagged_tile_share": overview["flagged_tile_share"],
+        "model": overview["model_trusted"].map({True: "trusted", False: "NOT TRUSTED"}),
         "open_findings": overview["open_findings"].astype(int),
         "last_status": overview["last_status"],
         "last_started_at": overview["last_started_at"],
@@ -33,6 +34,15 @@ table = pd.DataFrame(
 )
 
 audited = overview.dropna(subset=["qod"])
+untrusted = overview[overview["model_trusted"].isin([False, 0])]
+if not untrusted.empty:
+    st.warning(
+        "Findings of "
+        + ", ".join(untrusted["aoi"])
+        + " come from a model below the AOI's out-of-sample quality floor: they are marked "
+        "low-confidence. Review with care, or retrain with more imagery.",
+        icon="⚠️",
+    )
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("AOIs", len(overview))
 c2.metric("Mean QoD", f"{audited['qod'].mean():.1f}" if not audited.empty else "–", help=QOD_HELP)
@@ -63,6 +73,9 @@ event = st.dataframe(
             "Correctness", min_value=0.0, max_value=1.0, format="%.2f"
         ),
         "flagged_tile_share": st.column_config.NumberColumn("Flagged tiles", format="percent"),
+        "model": st.column_config.TextColumn(
+            "Model", help="Whether the model's out-of-sample quality reaches the AOI's floor"
+        ),
         "open_findings": st.column_config.NumberColumn("Open findings", help="Not yet reviewed"),
         "last_status": "Last run",
         "last_started_at": st.column_config.DatetimeColumn(

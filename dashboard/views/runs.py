@@ -80,9 +80,19 @@ else:
         "–" if pd.isna(n) else ("passed" if not failed else f"{int(failed)} of {int(n)} failed")
         for n, failed in zip(history["n_suites"], history["n_failed"].fillna(0), strict=True)
     ]
+    params = [json_value(p) or {} for p in history["params"]]
+    steps = [p.get("source_steps") or {} for p in params]
+    history["imagery_date"] = [s.get("imagery", "") for s in steps]
+    history["opendata_date"] = [s.get("opendata", "") for s in steps]
+    history["note"] = [
+        f"no new data since run {p['same_as_run']}" if st_ == "no_new_data" else ""
+        for p, st_ in zip(params, history["status"], strict=True)
+    ]
+    history["status"] = history["status"].str.replace("_", " ")
     counts = history["status"].value_counts()
-    c = st.columns(4)
-    for col, status in zip(c, ("succeeded", "failed", "running", "queued"), strict=True):
+    c = st.columns(5)
+    statuses = ("succeeded", "no new data", "failed", "running", "queued")
+    for col, status in zip(c, statuses, strict=True):
         col.metric(status.capitalize(), int(counts.get(status, 0)))
     st.dataframe(
         history[
@@ -90,7 +100,10 @@ else:
                 "run_id",
                 "aoi",
                 "step",
+                "imagery_date",
+                "opendata_date",
                 "status",
+                "note",
                 "trigger",
                 "started_at",
                 "duration_s",
@@ -109,6 +122,9 @@ else:
             "duration_s": st.column_config.NumberColumn("Duration s", format="%.1f"),
             "qod": st.column_config.NumberColumn("QoD", format="%.1f"),
             "external_id": "Airflow run",
+            "step": "Audit date",
+            "imagery_date": "Imagery of",
+            "opendata_date": "Open data of",
         },
     )
     run_pick = st.selectbox("Run details", list(history["run_id"]), key="run_detail")

@@ -3,13 +3,19 @@
 Example::
 
     name: sample-town
-    bbox: [8.54, 47.36, 8.56, 47.38]       # or polygon: <GeoJSON geometry>
+    bbox: [8.54, 47.36, 8.56, 47.38]       # or polygon: <GeoJSON (Multi)Polygon>
     work_zoom: 18
     shard_zoom: 16
     imagery: {kind: geotiff, path: imagery/{step}.tif}
     opendata: {kind: vector, path: opendata/{step}.geojson}
     steps: ["2025-06-01", "2026-06-01"]
     schedule: "@weekly"
+    dates: {imagery: latest, opendata: latest}   # each source's date rule
+
+A run audits an AOI at an audit date. Each source resolves its own date by its rule:
+``latest`` (default), the newest snapshot it has on or before the audit date (the
+newest ``{step}`` file, the STAC items of the window, a live service's content now);
+``audit``, exactly the audit date; or a fixed ISO date.
 
 Relative source paths are resolved against the folder of the YAML file.
 """
@@ -22,14 +28,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import shapely
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.aoi.steps import check_step
+from pipeline.aoi.steps import check_date_rule, check_step
 from pipeline.errors import ConfigError
-from pipeline.sources.specs import ImagerySpec, VectorSpec
+from pipeline.sources.specs import ImagerySpec, OpenDataSpec
 from pipeline.tiles import (
     MAX_LATITUDE,
     Shard,
@@ -39,6 +47,7 @@ from pipeline.tiles import (
     cover,
     group_into_shards,
     lnglat_bounds,
+    resolution,
 )
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -51,7 +60,21 @@ class Thresholds(BaseModel):
 
     qod_flag: float = Field(80.0, ge=0, le=100, description="Tiles below this QoD are flagged.")
     iou_match: float = Field(0.4, gt=0, le=1, description="IoU for a predicted/open-data match.")
-    min_building_m2: float = Field(15.0, ge=0, description="Smaller predicted blobs are ignored.")
+    min_model_iou: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Below this out-of-sample IoU the model is not trusted: the run says so "
+        "and its findings are marked low-confidence.",
+    )
+    min_model_tiles: int = Field(
+        8, ge=0, description="A model validated on fewer tiles is not trusted either."
+    )
+    min_building_m2: float | None = Field(
+        None,
+        ge=0,
+        description="Smaller buildings are not judged; default: what the imagery resolves.",
+    )
     min_offset_m: float = Field(1.5, ge=0, description="Smallest shift reported as misaligned.")
     hotspot_cell_zoom: int | None = Field(None, description="Cell zoom; default work_zoom - 2.")
     hotspot_top_k: int = Field(5, ge=1)
@@ -59,16 +82,25 @@ class Thresholds(BaseModel):
 
 
 class TrainSettings(BaseModel):
-    """Training knobs of the AOI's model (defaults train in minutes on CPU)."""
+    """Training knobs of the AOI's model (defaults train in minutes on CPU). A step budget
+    makes training repeatable; the time cap only guards a slow machine."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_seconds: float = Field(150.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int = Field(1000, ge=1, description="Optimiser steps of each fold model.")
+    max_seconds: float | None = Field(None, gt=0, description="Cap on the whole training.")
     chip_size: int | None = Field(None, ge=64)
     batch_size: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
-    heldout_share: float = Field(0.15, gt=0, lt=1)
+    heldout_share: float = Field(0.15, gt=0, lt=1, description="Without folds only.")
+    folds: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Spatially blocked folds; every tile is judged by the fold model that "
+        "did not train on it. 1: one model with a held-out share (it audits labels it "
+        "learned).",
+    )
     seed: int = 0
 
 
@@ -77,7 +109,17 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("buildings", pattern=NAME_PATTERN.pattern)
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN.pattern,
+        description="Model lineage; default: the AOI's name (each AOI its own champion).",
+    )
+    base: str | None = Field(
+        None,
+        pattern=NAME_PATTERN.pattern,
+        description="Start each training from this model's production version "
+        "(a base model shared by AOIs); default: random initialisation.",
+    )
     arch: str | None = None
     encoder: str | None = None
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -126,6 +168,20 @@ class ValidationSettings(BaseModel):
         return self
 
 
+class SourceDates(BaseModel):
+    """Each source's date rule (:func:`pipeline.aoi.steps.check_date_rule`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    imagery: str = Field("latest", description="latest | audit | YYYY-MM-DD")
+    opendata: str = Field("latest", description="latest | audit | YYYY-MM-DD")
+
+    @field_validator("imagery", "opendata")
+    @classmethod
+    def _check_rule(cls, value: str) -> str:
+        return check_date_rule(value)
+
+
 class AoiConfig(BaseModel):
     """One AOI: where, at which zooms, from which sources, how often."""
 
@@ -134,13 +190,14 @@ class AoiConfig(BaseModel):
     name: str
     description: str = ""
     bbox: tuple[float, float, float, float] | None = None
-    polygon: dict[str, Any] | None = None
+    polygon: dict[str, Any] | None = None  # GeoJSON Polygon or MultiPolygon, holes allowed
     work_zoom: int = Field(18, ge=10, le=22)
     shard_zoom: int = Field(16, ge=4, le=22)
     imagery: ImagerySpec
-    opendata: VectorSpec
+    opendata: OpenDataSpec
     steps: list[str] = Field(default_factory=list)
     schedule: str | None = "@weekly"
+    dates: SourceDates = Field(default_factory=SourceDates)
     owner: str = "geoaudit"
     tags: list[str] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -173,8 +230,11 @@ class AoiConfig(BaseModel):
             check_bbox(self.bbox)
         else:
             geom = self.geometry
-            if geom.is_empty or geom.geom_type != "Polygon" or not geom.is_valid:
-                raise ValueError("polygon must be a valid GeoJSON Polygon (one AOI file per part)")
+            if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+                raise ValueError("polygon must be a GeoJSON Polygon or MultiPolygon")
+            if not geom.is_valid:
+                reason = shapely.is_valid_reason(geom)
+                raise ValueError(f"polygon is not a valid (Multi)Polygon: {reason}")
             w, s, e, n = geom.bounds
             if not (w >= -180 and e <= 180 and s >= -MAX_LATITUDE and n <= MAX_LATITUDE):
                 raise ValueError(f"polygon must be in WGS84 degrees, bounds are {geom.bounds}")
@@ -209,16 +269,37 @@ class AoiConfig(BaseModel):
         return geom.area * km_per_deg * km_per_deg * math.cos(lat)
 
     def tiles(self) -> list[Tile]:
-        """Work-zoom tiles intersecting the AOI outline."""
-        geom = self.geometry
-        candidates = cover(self.bounds, self.work_zoom)
+        """Work-zoom tiles overlapping the AOI outline (more than along an edge), sorted;
+        each part of a MultiPolygon is covered on its own, and tiles inside a hole are not
+        the AOI's."""
         if self.bbox is not None:
-            return candidates
-        return [t for t in candidates if geom.intersects(box(*lnglat_bounds(t)))]
+            return cover(self.bounds, self.work_zoom)
+        geom = self.geometry
+        candidates = sorted(
+            {t for part in shapely.get_parts(geom) for t in cover(part.bounds, self.work_zoom)},
+            key=lambda t: (t.y, t.x),
+        )
+        boxes = shapely.box(*np.array([lnglat_bounds(t) for t in candidates]).T)
+        shapely.prepare(geom)
+        keep = shapely.intersects(geom, boxes) & ~shapely.touches(geom, boxes)
+        return [t for t, k in zip(candidates, keep, strict=True) if k]
 
     def shards(self) -> dict[Shard, list[Tile]]:
         """The AOI's tiles grouped into shards."""
         return group_into_shards(self.tiles(), self.shard_zoom)
+
+    @property
+    def model_name(self) -> str:
+        """The model lineage that serves this AOI (``model.name``, else the AOI's name)."""
+        return self.model.name or self.name
+
+    def min_building_m2(self) -> float:
+        """Smallest building judged: ``thresholds.min_building_m2``, else what the work
+        zoom resolves, ``max(6 m², 64 px)`` with the pixel size at the AOI's latitude."""
+        if self.thresholds.min_building_m2 is not None:
+            return self.thresholds.min_building_m2
+        px = resolution(self.work_zoom, self.geometry.centroid.y)
+        return max(6.0, 64.0 * px * px)
 
     def hotspot_cell_zoom(self) -> int:
         """Zoom of the hotspot cells (default two levels above the work zoom)."""

@@ -26,3 +26,21 @@ def check_step(step: str) -> str:
 def step_of(when: dt.date | dt.datetime) -> str:
     """The time step of a date or timestamp (its calendar date)."""
     return when.date().isoformat() if isinstance(when, dt.datetime) else when.isoformat()
+
+
+#: A source's date rule (``dates:`` in the AOI file): ``latest``, the newest snapshot
+#: the source has on or before the audit date; ``audit``, exactly the audit date; or a
+#: fixed ISO date (a reference kept while the other source moves on).
+DATE_RULES = ("latest", "audit")
+
+
+def check_date_rule(rule: str) -> str:
+    """``latest``, ``audit`` or an ISO date; :class:`ConfigError` otherwise."""
+    if rule in DATE_RULES:
+        return rule
+    try:
+        return check_step(rule)
+    except ConfigError:
+        raise ConfigError(
+            f"date rule must be 'latest', 'audit' or an ISO date YYYY-MM-DD, got {rule!r}"
+        ) from None

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from pipeline.aoi.registry import add_aoi_file, get_aoi_config
 from pipeline.cli.common import AoiName, JsonFlag, console, context, guarded, print_json
 from pipeline.db import repo
+from pipeline.redact import redact
 
 app = typer.Typer(help="Register and list areas of interest (AOIs).", no_args_is_help=True)
 
@@ -58,6 +59,7 @@ def list_(as_json: JsonFlag = False) -> None:
 @app.command("show")
 @guarded
 def show(name: AoiName) -> None:
-    """Print an AOI's configuration as YAML."""
+    """Print an AOI's configuration as YAML (URL query strings and passwords masked;
+    ``${ENV_VAR}`` references are shown as written, never resolved)."""
     ctx = context(progress=False)
-    typer.echo(get_aoi_config(ctx, name).to_yaml())
+    typer.echo(redact(get_aoi_config(ctx, name).to_yaml()))

@@ -8,7 +8,17 @@ import typer
 from sqlalchemy.orm import Session
 
 from pipeline.aoi.registry import get_aoi_config
-from pipeline.cli.common import AoiName, JsonFlag, StepOption, console, context, guarded, print_json
+from pipeline.cli.common import (
+    AoiName,
+    AuditStepOption,
+    JsonFlag,
+    StepOption,
+    console,
+    context,
+    err_console,
+    guarded,
+    print_json,
+)
 
 
 @guarded
@@ -103,7 +113,7 @@ def predict(
 @guarded
 def audit(
     aoi: AoiName,
-    step: StepOption,
+    step: AuditStepOption = None,
     model_version: Annotated[
         int | None, typer.Option(help="Model version id; default production.")
     ] = None,
@@ -125,14 +135,21 @@ def audit(
 
     When the imagery, open data, model and AOI settings are unchanged since a
     succeeded run of the step, that run's results are shown and nothing is redone.
+    Without --step the audit is today's, as a scheduler runs it: each source at its
+    newest snapshot, and "no new data" when none changed since the last audit.
     """
+    import datetime as dt
+
     from pipeline.run.local import run_audit
 
     ctx = context()
+    pinned = step is not None
+    step = step or dt.date.today().isoformat()
     result = run_audit(
         ctx,
         aoi,
         step,
+        pinned=pinned,
         model_version_id=model_version,
         force=force,
         repredict=repredict,
@@ -151,7 +168,12 @@ def audit(
         )
         return
     agg = summary.aggregates
-    if result.reused:
+    if summary.no_new_data:
+        console.print(
+            f"run {result.run_id}: {aoi} {step}: no new data (same imagery, open data and "
+            f"model as run {summary.run_id}); its results stay current. --force audits again."
+        )
+    elif result.reused:
         console.print(
             f"run {result.run_id}: {aoi} {step} is up to date (same imagery, open data, "
             "model and settings); its results are shown. --force audits again."
@@ -166,6 +188,12 @@ def audit(
         f"mean IoU {agg['mean_iou']:.3f}  mean QoD {agg['mean_qod']:.1f}  "
         f"flagged tiles {agg['flagged_tile_share']:.1%}"
     )
+    if agg.get("model_trusted") is False:
+        err_console.print(
+            f"[bold red]warning:[/] the model's out-of-sample IoU "
+            f"({agg.get('model_oof_iou') or 0:.2f} on {agg.get('model_validated_tiles')} tiles) "
+            "is below the AOI's floor: its findings are marked low-confidence"
+        )
     console.print(
         f"findings: {summary.n_findings} {agg.get('findings_by_kind', {})}; "
         f"changes: {summary.n_changes}; hotspots: {summary.n_hotspots}"

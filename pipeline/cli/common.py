@@ -23,6 +23,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 AoiName = Annotated[str, typer.Argument(help="Name of a registered AOI (see `geoaudit aoi list`).")]
 StepOption = Annotated[str, typer.Option("--step", "-s", help="Time step, an ISO date YYYY-MM-DD.")]
+AuditStepOption = Annotated[
+    str | None,
+    typer.Option(
+        "--step",
+        "-s",
+        help="Audit date YYYY-MM-DD (pins it). Default: today, each source at its newest "
+        "snapshot, and 'no new data' when nothing changed since the last audit.",
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 

@@ -15,10 +15,10 @@ def demo(
         float, typer.Option(help="Side of the sample town in metres.", min=200)
     ] = 1000.0,
     train_steps: Annotated[
-        int | None, typer.Option(help="Training steps (batches); default 1200.", min=1)
+        int | None, typer.Option(help="Training steps per fold model; default 400.", min=1)
     ] = None,
     train_seconds: Annotated[
-        float | None, typer.Option(help="Training time cap in seconds; default 270.", min=1)
+        float | None, typer.Option(help="Training time cap in seconds; default none.", min=1)
     ] = None,
 ) -> None:
     """Create the sample AOI, train, audit two time steps, score against the truth."""
@@ -54,4 +54,10 @@ def demo(
         rate = f"{fig['tiles_per_s']:.1f} tiles/s" if fig.get("tiles_per_s") else ""
         console.print(f"  {stage:<12}{fig['seconds']:8.1f} s  {rate}")
     console.print(f"total {s['total_seconds']:.0f} s; summary written to {result.path}")
+    later = s["later_imagery"]["step"]
+    console.print(
+        f"a later flight ({later}) was added to the sample's imagery and not audited: the "
+        "next scheduled audit (`airflow dags test audit__sample-town`, or `geoaudit audit "
+        "sample-town` without --step) audits it, and the one after records 'no new data'"
+    )
     console.print("next: `make dashboard` to review the results, `make airflow` to schedule audits")

@@ -34,7 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from pipeline.db.types import Geometry, JSONType, UtcDateTime
 
 SnapshotKind = Literal["imagery", "opendata"]
-RunStatus = Literal["queued", "running", "succeeded", "failed"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "no_new_data"]
 ShardStatus = Literal["done", "failed"]
 ReviewTarget = Literal["tile", "finding"]
 Verdict = Literal["label_wrong", "model_wrong", "real_change", "ok"]
@@ -86,7 +86,7 @@ class Aoi(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default=text("'{}'"))
-    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("POLYGON"))
+    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("MULTIPOLYGON"))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
     updated_at: Mapped[dt.datetime] = mapped_column(
         UtcDateTime, server_default=_now(), onupdate=_now()
@@ -335,6 +335,11 @@ class AoiScore(Base):
     findings_by_kind: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"), index=True)
+    # the model's out-of-sample IoU, the tiles it was validated on, and whether both
+    # reached the AOI's floors (an untrusted model's findings are low-confidence)
+    model_oof_iou: Mapped[float | None] = mapped_column(Float)
+    model_validated_tiles: Mapped[int | None] = mapped_column(Integer)
+    model_trusted: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
 
     run: Mapped[Run] = relationship(back_populates="score")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import shapely
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -49,7 +50,12 @@ from pipeline.db.registry import (
     register_model_version,
     store_prediction,
 )
-from pipeline.db.reviews import label_wrong_tiles, list_reviews, upsert_review
+from pipeline.db.reviews import (
+    label_wrong_tiles,
+    list_reviews,
+    reviewed_findings,
+    upsert_review,
+)
 from pipeline.db.types import check_geometries
 from pipeline.errors import InvalidTileError, NotFoundError
 from pipeline.tiles import shard_tile
@@ -89,6 +95,7 @@ __all__ = [
     "replace_findings",
     "replace_hotspots",
     "replace_shard_results",
+    "reviewed_findings",
     "require_shards_done",
     "run_by_external_id",
     "start_run",
@@ -105,10 +112,13 @@ __all__ = [
 
 
 def upsert_aoi(s: Session, name: str, config: Mapping[str, Any], geometry: BaseGeometry) -> Aoi:
-    """Create the AOI ``name`` or update its config and outline (a lon/lat Polygon)."""
+    """Create the AOI ``name`` or update its config and outline (a lon/lat Polygon or
+    MultiPolygon, stored as MultiPolygon)."""
     if not isinstance(name, str) or not name.strip():
         raise RowError(f"AOI name must be a non-empty string, got {name!r}")
-    geom = check_geometries([geometry], "POLYGON", label=f"AOI {name!r} geometry")[0]
+    if isinstance(geometry, shapely.Polygon):
+        geometry = shapely.MultiPolygon([geometry])
+    geom = check_geometries([geometry], "MULTIPOLYGON", label=f"AOI {name!r} geometry")[0]
     aoi_id = upsert(
         s,
         Aoi,
@@ -224,6 +234,40 @@ def start_run(
         opendata_snapshot_id=opendata_snapshot_id,
         model_version_id=model_version_id,
         shards_total=shards_total,
+    )
+    s.add(run)
+    s.flush()
+    return run
+
+
+def record_no_new_data(
+    s: Session,
+    aoi_id: int,
+    step: str,
+    *,
+    trigger: str,
+    params: Mapping[str, Any] | None = None,
+    imagery_snapshot_id: int | None = None,
+    opendata_snapshot_id: int | None = None,
+    model_version_id: int | None = None,
+    external_id: str | None = None,
+) -> Run:
+    """Record a finished run of the AOI at ``step`` that found no new data: its sources
+    and model are those of the last succeeded run, so nothing was audited. It has no
+    results and is never the "latest succeeded run" of anything."""
+    _aoi(s, aoi_id)
+    run = Run(
+        aoi_id=aoi_id,
+        step=step,
+        status="no_new_data",
+        trigger=trigger,
+        external_id=external_id,
+        params=dict(params) if params is not None else None,
+        imagery_snapshot_id=imagery_snapshot_id,
+        opendata_snapshot_id=opendata_snapshot_id,
+        model_version_id=model_version_id,
+        shards_total=0,
+        finished_at=func.now(),
     )
     s.add(run)
     s.flush()

@@ -1,5 +1,9 @@
 """The fetch stage: sources → snapshots of what existed at time step ``t`` over the AOI.
 
+Each source first resolves its own date from the audit date by the AOI's date rule
+(:func:`source_step`): the newest ``{step}`` file on or before it, a STAC window
+ending on it, a live service's content now. The snapshot records that date.
+
 An imagery snapshot is one mosaic GeoTIFF per shard (EPSG:3857) plus the hash of
 each; an open-data snapshot is a GeoParquet file of repaired footprints and the
 per-feature profile of the data as read. Both are recorded in the ``snapshot`` table
@@ -18,10 +22,10 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from pipeline.aoi.config import AoiConfig
-from pipeline.aoi.steps import check_step
+from pipeline.aoi.steps import DATE_RULES, check_step
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.errors import CoverageError, VectorDataError
+from pipeline.errors import CoverageError, NotFoundError, VectorDataError
 from pipeline.mosaic import array_hash, write_mosaic
 from pipeline.rasterize import prepare_footprints
 from pipeline.run import layout
@@ -34,22 +38,30 @@ from pipeline.run.inputs import (
     imagery_meta,
     opendata_meta,
 )
-from pipeline.sources import check_coverage, open_imagery, open_vector
+from pipeline.sources import check_coverage, latest_step, open_imagery, open_vector
+from pipeline.sources.urls import mask_url
 from pipeline.validate.profiles import opendata_feature_profile
 
 log = logging.getLogger(__name__)
 
 
 def _reusable(
-    ctx: Context, aoi_id: int, kind: SnapshotKind, step: str, fingerprint: str, started: float
+    ctx: Context,
+    aoi_id: int,
+    kind: SnapshotKind,
+    step: str,
+    fingerprint: str,
+    started: float,
+    dated: str,
 ) -> FetchedSnapshot | None:
-    """The stored snapshot of the same source fingerprint, when its artifacts exist."""
+    """The stored snapshot of the same source fingerprint and date, when its artifacts
+    exist."""
     with Session(ctx.engine) as s:
         row = repo.latest_snapshot(s, aoi_id, kind, step)
         if row is None:
             return None
         snap = (ImagerySnapshot if kind == "imagery" else OpenDataSnapshot).from_row(row)
-    if snap.fingerprint != fingerprint:
+    if snap.fingerprint != fingerprint or (snap.source_step or step) != dated:
         return None
     if isinstance(snap, ImagerySnapshot):
         keys = [ref.key for ref in snap.shards.values()]
@@ -60,14 +72,42 @@ def _reusable(
     if not all(k and ctx.store.exists(k) for k in keys):
         return None
     return FetchedSnapshot(
-        kind, snap.id, snap.content_hash, step, reused=True, seconds=time.perf_counter() - started
+        kind,
+        snap.id,
+        snap.content_hash,
+        step,
+        source_step=dated,
+        reused=True,
+        seconds=time.perf_counter() - started,
     )
 
 
+def source_step(config: AoiConfig, kind: SnapshotKind, step: str) -> str:
+    """The date of ``kind``'s source that an audit at ``step`` reads, by the AOI's date
+    rule (``dates:``); :class:`NotFoundError` when a ``latest`` source has nothing on or
+    before ``step``."""
+    check_step(step)
+    rule = getattr(config.dates, kind)
+    if rule == "audit":
+        return step
+    if rule not in DATE_RULES:
+        return rule  # a fixed date
+    spec = config.imagery if kind == "imagery" else config.opendata
+    found = latest_step(spec, until=step, base_dir=config.base_dir, imagery=kind == "imagery")
+    if found is None:
+        raise NotFoundError(
+            f"{kind} {mask_url(spec.path)!r} of AOI {config.name!r} has no snapshot dated "
+            f"on or before {step} (date rule {rule!r})"
+        )
+    return found
+
+
 def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot:
-    """Read the AOI's imagery for ``step`` into shard mosaics; return the snapshot."""
+    """Read the AOI's imagery for the audit at ``step`` into shard mosaics; return the
+    snapshot (its ``source_step`` is the imagery's own date)."""
     check_step(step)
     started = time.perf_counter()
+    dated = source_step(config, "imagery", step)
     with Session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, config.name).id
     shards = config.shards()
@@ -79,9 +119,15 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
             "shards": sorted(shard.id for shard in shards),
         }
     )
-    with open_imagery(config.imagery, step=step, base_dir=config.base_dir) as source:
+    with open_imagery(
+        config.imagery,
+        step=dated,
+        base_dir=config.base_dir,
+        bbox=config.bounds,
+        zoom=config.work_zoom,
+    ) as source:
         fingerprint = hashlib.sha256(f"{source.fingerprint()}|{tiling}".encode()).hexdigest()
-        reused = _reusable(ctx, aoi_id, "imagery", step, fingerprint, started)
+        reused = _reusable(ctx, aoi_id, "imagery", step, fingerprint, started, dated)
         if reused:
             log.info("imagery unchanged, snapshot reused", extra={"aoi": config.name, "step": step})
             return reused
@@ -101,7 +147,7 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
             refs[shard.id] = ShardRef(
                 shard.id, key, array_hash(image.data, image.valid), image.valid_share
             )
-    source_name = config.imagery.path.replace("{step}", step)
+    source_name = mask_url(config.imagery.path.replace("{step}", dated))
     if not refs:
         raise CoverageError(f"imagery {source_name!r} has no valid pixels over AOI {config.name!r}")
     content_hash = hashlib.sha256(
@@ -117,27 +163,36 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
             content_hash=content_hash,
             uri=ctx.store.uri(layout.imagery_folder(config.name, step, fingerprint)),
             feature_count=len(refs),
-            meta=imagery_meta(fingerprint, coverage, refs, described),
+            meta=imagery_meta(fingerprint, coverage, refs, described, dated),
         )
         snapshot_id = row.id
     return FetchedSnapshot(
-        "imagery", snapshot_id, content_hash, step, seconds=time.perf_counter() - started
+        "imagery",
+        snapshot_id,
+        content_hash,
+        step,
+        source_step=dated,
+        seconds=time.perf_counter() - started,
     )
 
 
 def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot:
-    """Read the AOI's open data for ``step``, repair it and store it as GeoParquet."""
+    """Read the AOI's open data for the audit at ``step``, repair it and store it as
+    GeoParquet (the snapshot's ``source_step`` is the open data's own date)."""
     check_step(step)
     started = time.perf_counter()
+    dated = source_step(config, "opendata", step)
     with Session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, config.name).id
-    source_name = config.opendata.path.replace("{step}", step)
-    with open_vector(config.opendata, step=step, base_dir=config.base_dir) as source:
+    source_name = mask_url(config.opendata.path.replace("{step}", dated))
+    with open_vector(
+        config.opendata, step=dated, base_dir=config.base_dir, bbox=config.bounds
+    ) as source:
         fingerprint = source.fingerprint()
         required = config.validation.required_attributes
         if required:  # the stored profile counts them: another list needs another profile
             fingerprint = hashlib.sha256(f"{fingerprint}|{sorted(required)}".encode()).hexdigest()
-        reused = _reusable(ctx, aoi_id, "opendata", step, fingerprint, started)
+        reused = _reusable(ctx, aoi_id, "opendata", step, fingerprint, started, dated)
         if reused:
             return reused
         frame = source.read(bbox=config.bounds)
@@ -166,9 +221,14 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapsho
             content_hash=content_hash,
             uri=uri,
             feature_count=len(frame),
-            meta=opendata_meta(fingerprint, key, profile_key, stats._asdict(), read_info),
+            meta=opendata_meta(fingerprint, key, profile_key, stats._asdict(), read_info, dated),
         )
         snapshot_id = row.id
     return FetchedSnapshot(
-        "opendata", snapshot_id, content_hash, step, seconds=time.perf_counter() - started
+        "opendata",
+        snapshot_id,
+        content_hash,
+        step,
+        source_step=dated,
+        seconds=time.perf_counter() - started,
     )

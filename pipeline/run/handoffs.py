@@ -59,10 +59,14 @@ class Handoff:
 class AuditRequest(Handoff):
     """What a runner is asked to audit: AOI, time step and options.
 
-    ``force`` audits even when nothing changed; ``repredict`` also ignores predictions
-    cached by other runs; ``bbox`` (WGS84 west, south, east, north) limits the audit to
-    the shards it touches; ``trigger`` and ``external_id`` say who started it (an
-    Airflow run id); ``params`` are stored on the run as given.
+    ``step`` is the audit date; each source reads its own date by the AOI's date rules.
+    ``pinned``: the step was asked for (a CLI argument, a ``step`` param); a scheduled run
+    (not pinned) whose sources and model are those of the last succeeded run records
+    "no new data" instead of auditing again. ``force`` audits even when nothing changed;
+    ``repredict`` also ignores predictions cached by other runs; ``bbox`` (WGS84 west,
+    south, east, north) limits the audit to the shards it touches; ``trigger`` and
+    ``external_id`` say who started it (an Airflow run id); ``params`` are stored on
+    the run as given.
     """
 
     what: ClassVar[str] = "audit request"
@@ -70,6 +74,7 @@ class AuditRequest(Handoff):
     aoi: str
     step: str
     model_version_id: int | None = None
+    pinned: bool = True
     force: bool = False
     repredict: bool = False
     bbox: tuple[float, ...] | None = None
@@ -80,8 +85,9 @@ class AuditRequest(Handoff):
 
 @dataclass(frozen=True)
 class FetchedSnapshot(Handoff):
-    """A stored snapshot of one source: its row, content hash and whether an identical
-    earlier one was reused (the source's fingerprint was unchanged)."""
+    """A stored snapshot of one source for the audit at ``step``: its row, content hash,
+    the source's own date (``source_step``) and whether an identical earlier one was
+    reused (the source's fingerprint was unchanged)."""
 
     what: ClassVar[str] = "fetched snapshot"
 
@@ -89,14 +95,17 @@ class FetchedSnapshot(Handoff):
     snapshot_id: int
     content_hash: str
     step: str
+    source_step: str | None = None
     reused: bool = False
     seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class AuditPlan(Handoff):
-    """A started run and its shards. ``reused``: an earlier succeeded run had exactly the
-    same inputs; ``run_id`` is that run and there is nothing to do."""
+    """A started run and its shards. ``reused``: there is nothing to do, because an
+    earlier succeeded run had exactly the same inputs (``run_id`` is that run) or, with
+    ``no_new_data``, because no source changed since the last succeeded run (``run_id``
+    is the run recorded as ``no_new_data``)."""
 
     what: ClassVar[str] = "audit plan"
 
@@ -105,6 +114,7 @@ class AuditPlan(Handoff):
     run_id: int
     shard_ids: tuple[str, ...] = ()
     reused: bool = False
+    no_new_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,9 @@ class ChangesOutcome(Handoff):
 
 @dataclass(frozen=True)
 class RunSummary(Handoff):
-    """A published run: its AOI aggregates, result counts and stage timings."""
+    """A published run: its AOI aggregates, result counts and stage timings.
+    ``no_new_data``: this audit found nothing new and these are the results of the last
+    succeeded run, which stay current."""
 
     what: ClassVar[str] = "run summary"
 
@@ -171,6 +183,7 @@ class RunSummary(Handoff):
     buildings_uri: str
     stage_seconds: dict[str, Any]
     reused: bool = False
+    no_new_data: bool = False
 
 
 def _plain(value: Any) -> Any:

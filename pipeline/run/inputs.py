@@ -61,6 +61,8 @@ class ImagerySnapshot:
     coverage: float | None
     shards: Mapping[str, ShardRef]
     described: Mapping[str, Any] = field(default_factory=dict)
+    #: the imagery's own date (its date rule applied to the audit date); None: ``step``
+    source_step: str | None = None
 
     @classmethod
     def from_row(cls, row: Snapshot) -> ImagerySnapshot:
@@ -81,6 +83,7 @@ class ImagerySnapshot:
             coverage=meta.get("coverage"),
             shards=shards,
             described=dict(meta.get("source") or {}),
+            source_step=meta.get("source_step"),
         )
 
 
@@ -104,6 +107,8 @@ class OpenDataSnapshot:
     profile_key: str | None
     repair: Mapping[str, Any] = field(default_factory=dict)
     read_info: Mapping[str, Any] = field(default_factory=dict)
+    #: the open data's own date (its date rule applied to the audit date); None: ``step``
+    source_step: str | None = None
 
     @classmethod
     def from_row(cls, row: Snapshot) -> OpenDataSnapshot:
@@ -121,6 +126,7 @@ class OpenDataSnapshot:
             profile_key=meta.get("profile_key"),
             repair=dict(meta.get("repair") or {}),
             read_info=dict(meta.get("source") or {}),
+            source_step=meta.get("source_step"),
         )
 
     def artifact_keys(self) -> list[str]:
@@ -133,9 +139,11 @@ def imagery_meta(
     coverage: float,
     shards: Mapping[str, ShardRef],
     described: Mapping[str, Any],
+    source_step: str | None = None,
 ) -> dict[str, Any]:
     """The ``meta`` JSON of an imagery snapshot row (parsed by :class:`ImagerySnapshot`)."""
     return {
+        "source_step": source_step,
         "fingerprint": fingerprint,
         "coverage": coverage,
         "shards": {
@@ -152,9 +160,11 @@ def opendata_meta(
     profile_key: str,
     repair: Mapping[str, Any],
     read_info: Mapping[str, Any],
+    source_step: str | None = None,
 ) -> dict[str, Any]:
     """The ``meta`` JSON of an open-data snapshot row (parsed by :class:`OpenDataSnapshot`)."""
     return {
+        "source_step": source_step,
         "fingerprint": fingerprint,
         "key": key,
         "profile_key": profile_key,

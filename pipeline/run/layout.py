@@ -8,6 +8,7 @@
     aois/<aoi>/validation/<step>/<tag>/<suite>.html | index.html     Data Docs pages
     runs/<run>/buildings/<shard>.parquet                             predicted buildings of a shard
     runs/<run>/buildings.parquet                                     ... of the run, merged
+    runs/<run>/footprints/<shard>.parquet                            prediction under each footprint
     models/<name>/<sha256:16>.pt                                     model weights
 
 Keys are relative ``/`` paths (see :func:`pipeline.store.check_key`); hashes are cut to
@@ -76,6 +77,12 @@ def shard_buildings_key(run_id: int, shard_id: str) -> str:
 def run_buildings_key(run_id: int) -> str:
     """A run's predicted buildings merged across shard edges (EPSG:3857 GeoParquet)."""
     return f"runs/{run_id}/buildings.parquet"
+
+
+def shard_footprints_key(run_id: int, shard_id: str) -> str:
+    """What a shard's prediction says under each open-data footprint (GeoParquet-free
+    Parquet table: ``feature_id``, ``n_px``, ``n_valid``, ``sum_prob``, ``n_pred``)."""
+    return f"runs/{run_id}/footprints/{shard_id}.parquet"
 
 
 def model_weights_key(model_name: str, weights_sha256: str) -> str:

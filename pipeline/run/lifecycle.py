@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from pipeline.aoi.config import AoiConfig, shards_in_bbox
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.models import Run
 from pipeline.errors import ConfigError, NotFoundError
 from pipeline.redact import redact
 from pipeline.run.handoffs import AuditPlan, AuditRequest, FetchedSnapshot
@@ -24,7 +25,16 @@ from pipeline.run.inputs import imagery_snapshot
 log = logging.getLogger(__name__)
 
 # AOI settings that do not change results; the model settings act through the model version.
-_KEY_EXCLUDE = {"description", "schedule", "owner", "tags", "steps", "model", "validation"}
+_KEY_EXCLUDE = {
+    "description",
+    "schedule",
+    "owner",
+    "tags",
+    "steps",
+    "dates",
+    "model",
+    "validation",
+}  # dates act through the snapshots they select
 
 
 def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int | None) -> int:
@@ -32,10 +42,10 @@ def resolve_model_version(ctx: Context, config: AoiConfig, model_version_id: int
     with Session(ctx.engine) as s:
         if model_version_id is not None:
             return repo.get_model_version(s, model_version_id).id
-        mv = repo.production_model(s, config.model.name)
+        mv = repo.production_model(s, config.model_name)
         if mv is None:
             raise NotFoundError(
-                f"no production model named {config.model.name!r}: train one first "
+                f"no production model named {config.model_name!r}: train one first "
                 f"(geoaudit train {config.name}) or pass a model version"
             )
         return mv.id
@@ -74,7 +84,9 @@ def start_run(
 
     Unless ``force`` or ``repredict``, an earlier succeeded run of the step made from
     the same inputs (:func:`audit_inputs_key`) is reused: no new run is created and the
-    plan has no shards. The fetch stages' seconds are the run's first stage timing.
+    plan has no shards. A scheduled run (``pinned`` false) whose snapshots and model
+    are those of the AOI's last succeeded run is recorded as ``no_new_data`` and has
+    no shards either. The fetch stages' seconds are the run's first stage timing.
     """
     check_snapshots_belong(ctx, config.name, request.step, imagery, opendata)
     mv_id = resolve_model_version(ctx, config, request.model_version_id)
@@ -90,6 +102,36 @@ def start_run(
         inputs_key = audit_inputs_key(
             config, imagery, opendata, mv_id, previous.id if previous else None, bbox
         )
+        source_steps = {
+            "imagery": imagery.source_step or request.step,
+            "opendata": opendata.source_step or request.step,
+        }
+        if not (request.force or request.repredict or request.pinned or bbox is not None):
+            last = repo.latest_run(s, aoi_id, status="succeeded")
+            if last is not None and _same_inputs(s, last, imagery, opendata, mv_id):
+                run = repo.record_no_new_data(
+                    s,
+                    aoi_id,
+                    request.step,
+                    trigger=request.trigger,
+                    external_id=request.external_id,
+                    params={**request.params, "source_steps": source_steps, "same_as_run": last.id},
+                    imagery_snapshot_id=imagery.snapshot_id,
+                    opendata_snapshot_id=opendata.snapshot_id,
+                    model_version_id=mv_id,
+                )
+                log.info(
+                    "no new data: sources and model unchanged since the last succeeded run",
+                    extra={
+                        "aoi": config.name,
+                        "step": request.step,
+                        "run_id": run.id,
+                        "same_as_run": last.id,
+                    },
+                )
+                return AuditPlan(
+                    config.name, request.step, run.id, (), reused=True, no_new_data=True
+                )
         if not (request.force or request.repredict):
             same = repo.reusable_run(
                 s,
@@ -118,6 +160,7 @@ def start_run(
                 "repredict": request.repredict,
                 "bbox": list(bbox) if bbox is not None else None,
                 "inputs_key": inputs_key,
+                "source_steps": source_steps,
             },
             shards_total=len(shard_ids),
             imagery_snapshot_id=imagery.snapshot_id,
@@ -126,6 +169,25 @@ def start_run(
         )
         repo.add_stage_seconds(s, run.id, {"fetch": imagery.seconds + opendata.seconds})
         return AuditPlan(config.name, request.step, run.id, tuple(shard_ids))
+
+
+def _same_inputs(
+    s: Session,
+    run: Run,
+    imagery: FetchedSnapshot,
+    opendata: FetchedSnapshot,
+    model_version_id: int,
+) -> bool:
+    """Whether ``run`` (a succeeded run, over the whole AOI) was made from snapshots of
+    the same content and the same model version."""
+    if run.model_version_id != model_version_id or (run.params or {}).get("bbox"):
+        return False
+    if run.imagery_snapshot_id is None or run.opendata_snapshot_id is None:
+        return False
+    return (
+        repo.get_snapshot(s, run.imagery_snapshot_id).content_hash == imagery.content_hash
+        and repo.get_snapshot(s, run.opendata_snapshot_id).content_hash == opendata.content_hash
+    )
 
 
 def check_snapshots_belong(

@@ -61,6 +61,7 @@ def run_audit(
     aoi_name: str,
     step: str,
     *,
+    pinned: bool = True,
     model_version_id: int | None = None,
     force: bool = False,
     repredict: bool = False,
@@ -72,12 +73,16 @@ def run_audit(
 
     With unchanged inputs the earlier run is returned (``reused``) unless ``force``
     (a new run, still using the prediction cache) or ``repredict`` (a new run that
-    ignores the prediction cache). While another process audits the same AOI and step,
+    ignores the prediction cache). ``pinned=False`` audits as a scheduler does (see
+    :class:`AuditRequest`): when no source changed since the last succeeded run the
+    run is recorded as ``no_new_data`` and its result is that run's summary. While
+    another process audits the same AOI and step,
     wait up to ``wait_s`` seconds, then raise :class:`~pipeline.locks.AuditBusyError`.
     """
     request = AuditRequest(
         aoi=aoi_name,
         step=check_step(step),
+        pinned=pinned,
         model_version_id=model_version_id,
         force=force,
         repredict=repredict,
@@ -92,8 +97,9 @@ def run_audit(
         close_abandoned_runs(ctx, aoi_name, step)
         done = LocalRunner(ctx.with_validator(gate), gate).run(request)
     summary: RunSummary = done["publish"]
+    plan: AuditPlan = done["plan"]
     return AuditResult(
-        run_id=summary.run_id,
+        run_id=plan.run_id if plan.no_new_data else summary.run_id,
         aoi=aoi_name,
         step=step,
         seconds=time.perf_counter() - started,

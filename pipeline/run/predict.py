@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -22,13 +22,14 @@ from tqdm import tqdm
 from pipeline.aoi.config import AoiConfig
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.model.folds import FoldSet
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic, write_mosaic
 from pipeline.run import layout
 from pipeline.run.inputs import ImagerySnapshot, RunInputs, ShardPixels, read_shard_image
 from pipeline.tiles import Shard, parse_shard_id
 
 log = logging.getLogger(__name__)
-_models: dict[tuple[str, int, str], Any] = {}
+_models: dict[tuple[str, int, str], FoldSet] = {}
 _models_lock = threading.Lock()
 
 PredictionSource = Literal["cache", "this_run", "model"]
@@ -50,22 +51,22 @@ class Prediction:
         return self.source == "cache"
 
 
-def load_model_version(ctx: Context, model_version_id: int) -> Any:
-    """A registered model's network in eval mode, loaded once per process and device."""
+def load_model_version(ctx: Context, model_version_id: int) -> FoldSet:
+    """A registered model version as its fold set (a plain model: one fold), in eval
+    mode, loaded once per process and device."""
     cache_key = (ctx.store.url, model_version_id, str(ctx.device))
     with _models_lock:
         if cache_key in _models:
             return _models[cache_key]
-    from pipeline.model.checkpoint import load_model
+    from pipeline.model.checkpoint import load_fold_set
 
     with Session(ctx.engine) as s:
         weights_key = repo.get_model_version(s, model_version_id).weights_uri
     with ctx.store.readable_path(weights_key) as path:
-        model, _spec, _meta = load_model(path, device=ctx.device)
-    model.eval()
+        folds, _spec, _meta = load_fold_set(path, device=ctx.device)
     with _models_lock:
-        _models[cache_key] = model
-    return model
+        _models[cache_key] = folds
+    return folds
 
 
 def predict_shard(
@@ -95,10 +96,10 @@ def predict_shard(
         prob = decode_prob(np.asarray(data).reshape(shard.size, shard.size))
         return Prediction(prob=prob, source=source, key=uri)
 
-    from pipeline.model.predict import predict_mosaic
+    from pipeline.model.predict import predict_fold_set
 
-    model = load_model_version(ctx, model_version_id)
-    prob = predict_mosaic(model, image.data, valid=image.valid, device=ctx.device)
+    folds = load_model_version(ctx, model_version_id)
+    prob = predict_fold_set(folds, image.data, shard, valid=image.valid, device=ctx.device)
     key = layout.prediction_key(aoi, model_version_id, imagery_hash, shard.id)
     stored = encode_prob(prob)
     with ctx.store.writable_path(key) as tmp:

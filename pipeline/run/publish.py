@@ -9,6 +9,8 @@ tile's shard, and tiles are flagged by :func:`pipeline.score.aggregate.flag_tile
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import logging
 import time
 from typing import Any
@@ -29,7 +31,7 @@ from pipeline.run.validate import validator_of
 from pipeline.score.aggregate import aoi_aggregates, finding_tiles, findings_per_tile, flag_tiles
 from pipeline.score.hotspots import hotspots as rank_hotspots
 from pipeline.score.match import MatchConfig, match
-from pipeline.tiles import Tile, shard_of
+from pipeline.tiles import HALF_WORLD_M, TILE_SIZE, Tile, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ AOI_SCORE_COLUMNS = (
     "n_opendata",
     "n_predicted",
     "findings_by_kind",
+    "model_oof_iou",
+    "model_validated_tiles",
+    "model_trusted",
 )
 # finding measures with a column of their own; the others go into ``detail``
 _FINDING_TABLE = frozenset(c.name for c in Finding.__table__.columns) - {"id", "run_id", "detail"}
@@ -54,6 +59,11 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
     The output suites check the tile scores and findings first; a critical failure
     raises and publishes nothing. A reused run is not published again.
     """
+    if plan.no_new_data:
+        with Session(ctx.engine) as s:
+            same_as = int((repo.get_run(s, plan.run_id).params or {})["same_as_run"])
+        summary = stored_run_summary(ctx, same_as, reused=True)
+        return dataclasses.replace(summary, no_new_data=True)
     if plan.reused:
         return stored_run_summary(ctx, plan.run_id, reused=True)
     t0 = time.perf_counter()
@@ -71,16 +81,27 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
         tiles = repo.tile_scores_frame(s, run_id)
     buildings = read_geoparquet(ctx, layout.run_buildings_key(run_id))
     opendata, _ = compared_opendata(ctx, inputs, tiles)
+    opendata = with_raster_evidence(ctx, run_id, shard_ids, opendata, config.work_zoom)
 
     th = config.thresholds
     matched = match(
         buildings,
         opendata,
         config=MatchConfig(
-            iou_match=th.iou_match, min_area_m2=th.min_building_m2, min_offset_m=th.min_offset_m
+            iou_match=th.iou_match,
+            min_area_m2=config.min_building_m2(),
+            min_offset_m=th.min_offset_m,
         ),
     )
     findings = _with_tiles(matched.findings, config.work_zoom, config.shard_zoom)
+    # a finding is the AOI's when its tile was scored (the shards reach beyond the AOI,
+    # and an AOI with holes has tiles left out)
+    scored = set(zip(tiles["x"].astype(int), tiles["y"].astype(int), strict=True))
+    on_scored = [
+        (int(x), int(y)) in scored
+        for x, y in zip(findings["tile_x"], findings["tile_y"], strict=True)
+    ]
+    findings = findings[np.asarray(on_scored, bool)].reset_index(drop=True)
     tiles = tiles.copy()
     tiles["n_findings"] = findings_per_tile(tiles, findings)
     tiles["flagged"] = flag_tiles(
@@ -106,6 +127,11 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
         n_matched=summary.n_matched,
         qod_threshold=th.qod_flag,
     )
+    trust = model_trust(ctx, inputs.model_version_id, th.min_model_iou, th.min_model_tiles)
+    aggregates.update(trust)
+    if not trust["model_trusted"]:
+        findings["low_confidence"] = True
+        log.warning("model not trusted: findings marked low-confidence", extra=trust)
     # the output suites: nothing is published from rows that break them
     validator_of(ctx).validate_outputs(
         run_id, config, inputs.step, tiles, findings, shard_ids
@@ -159,6 +185,50 @@ def stored_run_summary(ctx: Context, run_id: int, *, reused: bool = False) -> Ru
             stage_seconds=dict(run.stage_seconds or {}),
             reused=reused,
         )
+
+
+def model_trust(
+    ctx: Context, model_version_id: int, min_iou: float, min_tiles: int
+) -> dict[str, Any]:
+    """How far the run's model can be trusted: its out-of-sample IoU and the tiles it was
+    validated on (from its registry entry), and whether both reach the AOI's floors."""
+    with Session(ctx.engine) as s:
+        metrics = dict(repo.get_model_version(s, model_version_id).metrics or {})
+    iou = metrics.get("oof_iou", metrics.get("val_iou"))
+    tiles = metrics.get("validated_tiles")
+    trusted = (
+        iou is not None and float(iou) >= min_iou and (tiles is None or int(tiles) >= min_tiles)
+    )
+    return {
+        "model_oof_iou": None if iou is None else float(iou),
+        "model_validated_tiles": None if tiles is None else int(tiles),
+        "model_trusted": bool(trusted),
+    }
+
+
+def with_raster_evidence(
+    ctx: Context, run_id: int, shard_ids: list[str], opendata: gpd.GeoDataFrame, work_zoom: int
+) -> gpd.GeoDataFrame:
+    """The open data (EPSG:3857) with what the shards' predictions say under each
+    footprint: ``imagery_share`` (pixels with imagery / pixels of the footprint's area),
+    ``pred_share`` and ``mean_prob`` over its pixels with imagery."""
+    keys = [layout.shard_footprints_key(run_id, sid) for sid in shard_ids]
+    parts = [
+        pd.read_parquet(io.BytesIO(ctx.store.read_bytes(k))) for k in keys if ctx.store.exists(k)
+    ]
+    out = opendata.copy()
+    if not parts:
+        return out
+    sums = pd.concat(parts).groupby("feature_id")[["n_valid", "sum_prob", "n_pred"]].sum()
+    sums = sums.reindex(out["feature_id"].astype(str)).fillna(0.0)
+    px_area = (2 * HALF_WORLD_M / (TILE_SIZE * 2**work_zoom)) ** 2  # EPSG:3857 units
+    n_valid = sums["n_valid"].to_numpy()
+    expected = np.maximum(out.geometry.area.to_numpy() / px_area, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["imagery_share"] = np.minimum(n_valid / expected, 1.0)
+        out["pred_share"] = np.where(n_valid > 0, sums["n_pred"].to_numpy() / n_valid, np.nan)
+        out["mean_prob"] = np.where(n_valid > 0, sums["sum_prob"].to_numpy() / n_valid, np.nan)
+    return out
 
 
 def _with_tiles(findings: gpd.GeoDataFrame, work_zoom: int, shard_zoom: int) -> gpd.GeoDataFrame:

@@ -12,7 +12,9 @@ import logging
 import time
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 from shapely.geometry import box
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -20,14 +22,21 @@ from sqlalchemy.orm import Session
 from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.errors import GeoAuditError
+from pipeline.rasterize import rasterize_ids
 from pipeline.redact import redact
 from pipeline.run import layout
 from pipeline.run.handoffs import ShardOutcome
-from pipeline.run.inputs import RunInputs, geoparquet_bytes, load_run_inputs, read_shard_image
+from pipeline.run.inputs import (
+    RunInputs,
+    geoparquet_bytes,
+    load_run_inputs,
+    read_opendata,
+    read_shard_image,
+)
 from pipeline.run.labels import shard_labels
 from pipeline.run.predict import predict_run_shard
 from pipeline.score.aggregate import flag_tiles
-from pipeline.score.metrics import TileMetrics, tile_metrics
+from pipeline.score.metrics import TileMetrics, footprint_stats, tile_metrics
 from pipeline.score.vectorize import vectorize_mask
 from pipeline.tiles import Shard, Tile, block_of, lnglat_bounds, parse_shard_id, shard_transform
 
@@ -81,6 +90,10 @@ def _process(ctx: Context, inputs: RunInputs, shard: Shard) -> ShardOutcome:
     ctx.store.write_bytes(
         layout.shard_buildings_key(inputs.run_id, shard.id), geoparquet_bytes(buildings)
     )
+    ctx.store.write_bytes(
+        layout.shard_footprints_key(inputs.run_id, shard.id),
+        footprint_table(read_opendata(ctx, inputs.opendata), shard, prediction.prob, valid),
+    )
     t3 = time.perf_counter()
 
     outcome = ShardOutcome(
@@ -96,6 +109,17 @@ def _process(ctx: Context, inputs: RunInputs, shard: Shard) -> ShardOutcome:
     with Session(ctx.engine) as s, s.begin():
         repo.replace_shard_results(s, inputs.run_id, shard.id, rows, outcome.to_xcom())
     return outcome
+
+
+def footprint_table(
+    opendata: gpd.GeoDataFrame, shard: Shard, prob: np.ndarray, valid: np.ndarray
+) -> bytes:
+    """Parquet bytes of :func:`~pipeline.score.metrics.footprint_stats` per ``feature_id``
+    of the footprints over the shard."""
+    idx, raster = rasterize_ids(opendata, shard)
+    stats = footprint_stats(raster, prob, valid, idx.size)
+    table = pd.DataFrame({"feature_id": opendata["feature_id"].to_numpy()[idx], **stats})
+    return table.to_parquet(index=False)
 
 
 def tile_rows(

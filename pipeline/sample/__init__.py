@@ -76,11 +76,21 @@ from pipeline.sample.opendata import (
 from pipeline.sample.render import render_step, world_textures, write_geotiff
 from pipeline.sample.town import build_town, plan_defects
 
-__all__ = ["STEPS", "SampleInfo", "create_sample", "evaluate_against_truth"]
+__all__ = [
+    "LATER_IMAGERY_STEP",
+    "STEPS",
+    "SampleInfo",
+    "add_later_imagery",
+    "create_sample",
+    "evaluate_against_truth",
+]
 
 log = logging.getLogger(__name__)
 
 STEPS: tuple[str, str] = ("2025-06-01", "2026-06-01")
+#: A later flight over the town as it is at the last step, with no open data of its
+#: own: what a scheduled audit finds new after the demo's two audited steps.
+LATER_IMAGERY_STEP = "2026-09-01"
 MAX_WIDTH_PX = 6000  # rendering holds a few float32 copies of the raster in memory
 
 
@@ -184,3 +194,23 @@ def create_sample(
         bbox=bbox,
         crs=town.crs,
     )
+
+
+def add_later_imagery(
+    info: SampleInfo,
+    *,
+    seed: int = 7,
+    size_m: float = 1000.0,
+    resolution_m: float = 0.4,
+    step: str = LATER_IMAGERY_STEP,
+) -> Path:
+    """Write the imagery of a later flight (``step``) beside the sample's: the town as at
+    its last step, seen again with other sensor noise. Same arguments as
+    :func:`create_sample` give byte-identical files. Its path."""
+    town = build_town(int(seed), float(size_m), float(resolution_m))
+    last = len(STEPS) - 1
+    path = info.root / "imagery" / f"{step}.tif"
+    write_geotiff(
+        path, render_step(town, last, world_textures(town), flight=1), town, step_name=step
+    )
+    return path

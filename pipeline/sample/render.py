@@ -510,10 +510,13 @@ def _trees(town: Town, canvas: _Canvas, light: Light) -> tuple[np.ndarray, np.nd
 # ---------------------------------------------------------------- compose
 
 
-def render_step(town: Town, step: int, world: World | None = None) -> np.ndarray:
+def render_step(
+    town: Town, step: int, world: World | None = None, *, flight: int = 0
+) -> np.ndarray:
     """Imagery of step ``0`` or ``1`` as ``(3, n, n) uint8``.
 
     Pass ``world`` (from :func:`world_textures`) to share the textures between steps.
+    ``flight`` > 0 is a later acquisition of the same town state: other sensor noise.
     """
     world = world if world is not None else world_textures(town)
     light = LIGHTS[step]
@@ -548,7 +551,7 @@ def render_step(town: Town, step: int, world: World | None = None) -> np.ndarray
     blurred = np.asarray(
         Image.fromarray(u8).filter(ImageFilter.GaussianBlur(radius=0.55)), dtype=np.float32
     )
-    srng = np.random.default_rng([town.seed, _RNG_SENSOR + step])
+    srng = np.random.default_rng([town.seed, _RNG_SENSOR + step, *([flight] if flight else [])])
     blurred += srng.standard_normal((n, n, 3), dtype=np.float32) * 2.0
     np.clip(np.rint(blurred, out=blurred), 0, 255, out=blurred)
     return np.ascontiguousarray(blurred.astype(np.uint8).transpose(2, 0, 1))

@@ -1,7 +1,8 @@
 """Sources: imagery and open data for one AOI and time step.
 
 ``open_imagery(spec)`` / ``open_vector(spec)`` build the source registered for
-``spec.kind``; the built-in kinds (``geotiff``, ``xyz``, ``vector``) are imported and
+``spec.kind``; the built-in kinds (``geotiff``, ``xyz``, ``vector``, ``overpass``,
+``osm_pbf``, ``wfs``, ``arcgis``, ``postgis``) are imported and
 registered on first use, so importing the specs stays cheap.
 """
 
@@ -14,18 +15,35 @@ from pipeline.sources.base import (
     ShardImage,
     VectorSource,
     check_coverage,
+    latest_step,
     load_builtin_sources,
     open_imagery,
     open_vector,
     register_imagery,
     register_vector,
 )
-from pipeline.sources.specs import GeoTiffSpec, ImagerySpec, OpenDataSpec, VectorSpec, XyzSpec
+from pipeline.sources.specs import (
+    ArcGisSpec,
+    GeoTiffSpec,
+    ImagerySpec,
+    OpenDataSpec,
+    OsmPbfSpec,
+    OverpassSpec,
+    PostGisSpec,
+    VectorSpec,
+    WfsSpec,
+    XyzSpec,
+)
 
 _LAZY = {
     "GeoTiffSource": "pipeline.sources.geotiff",
     "VectorFileSource": "pipeline.sources.vector",
     "XyzSource": "pipeline.sources.xyz",
+    "ArcGisSource": "pipeline.sources.arcgis",
+    "OsmPbfSource": "pipeline.sources.osm_pbf",
+    "OverpassSource": "pipeline.sources.overpass",
+    "PostGisSource": "pipeline.sources.postgis",
+    "WfsSource": "pipeline.sources.wfs",
 }
 
 
@@ -40,6 +58,16 @@ def __getattr__(name: str):
 
 __all__ = [
     "IMAGERY_SOURCES",
+    "ArcGisSource",
+    "ArcGisSpec",
+    "OsmPbfSource",
+    "OsmPbfSpec",
+    "OverpassSource",
+    "OverpassSpec",
+    "PostGisSource",
+    "PostGisSpec",
+    "WfsSource",
+    "WfsSpec",
     "VECTOR_SOURCES",
     "GeoTiffSource",
     "GeoTiffSpec",
@@ -53,6 +81,7 @@ __all__ = [
     "XyzSource",
     "XyzSpec",
     "check_coverage",
+    "latest_step",
     "load_builtin_sources",
     "open_imagery",
     "open_vector",

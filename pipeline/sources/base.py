@@ -29,12 +29,13 @@ from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import ConfigError, CoverageError
+from pipeline.sources.env import resolve_env
 from pipeline.tiles import MAX_LATITUDE, Shard
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-    from pipeline.sources.specs import GeoTiffSpec, VectorSpec, XyzSpec
+    from pipeline.sources.specs import ImagerySpec, OpenDataSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,14 @@ class ImagerySource(AbstractContextManager):
 
     kind: str = ""
     path: str  # resolved path or URL, used in every error message
+
+    @classmethod
+    def latest_step(cls, spec: Any, *, until: str, base_dir: Path | None = None) -> str | None:
+        """The newest time step of this source available on ``until`` (an ISO date), or
+        None when there is none. A ``{step}``-templated path resolves to the newest
+        existing date not after ``until`` (:func:`latest_templated_step`); a source
+        without dates (a live service) is what it holds now: ``until``."""
+        return latest_templated_step(spec.path, until=until, base_dir=base_dir)
 
     @abstractmethod
     def read_shard(self, shard: Shard) -> ShardImage:
@@ -91,6 +100,14 @@ class VectorSource(AbstractContextManager):
 
     kind: str = ""
     path: str
+    #: The WGS84 bbox the caller will read (``open_vector(..., bbox=)``): live services
+    #: fingerprint what they return there; None: that of the last read, else everything.
+    area: tuple[float, float, float, float] | None = None
+
+    @classmethod
+    def latest_step(cls, spec: Any, *, until: str, base_dir: Path | None = None) -> str | None:
+        """As :meth:`ImagerySource.latest_step`."""
+        return latest_templated_step(spec.path, until=until, base_dir=base_dir)
 
     @abstractmethod
     def read(self, bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
@@ -149,21 +166,46 @@ def register_vector(kind: str) -> Callable[[_V], _V]:
 
 
 def load_builtin_sources() -> None:
-    """Import (and so register) the built-in kinds: geotiff, xyz, vector.
+    """Import (and so register) the built-in kinds: geotiff, xyz, vector, overpass,
+    osm_pbf, wfs, arcgis, postgis.
 
     Deferred to the first open so that reading AOI files (e.g. while a scheduler
     parses DAGs) does not import rasterio, rio-tiler and geopandas.
     """
+    import pipeline.sources.arcgis  # noqa: F401
     import pipeline.sources.geotiff  # noqa: F401
+    import pipeline.sources.osm_pbf  # noqa: F401
+    import pipeline.sources.overpass  # noqa: F401
+    import pipeline.sources.postgis  # noqa: F401
+    import pipeline.sources.stac  # noqa: F401
     import pipeline.sources.vector  # noqa: F401
+    import pipeline.sources.wfs  # noqa: F401
+    import pipeline.sources.wms  # noqa: F401
+    import pipeline.sources.wmts  # noqa: F401
     import pipeline.sources.xyz  # noqa: F401
 
 
 def open_imagery(
-    spec: GeoTiffSpec | XyzSpec, *, step: str | None = None, base_dir: Path | None = None
+    spec: ImagerySpec,
+    *,
+    step: str | None = None,
+    base_dir: Path | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    zoom: int | None = None,
 ) -> ImagerySource:
-    """Open the imagery source described by ``spec`` for time step ``step``."""
+    """Open the imagery source described by ``spec`` for time step ``step``. ``bbox``
+    (WGS84) and ``zoom`` are the area and zoom the caller reads: a remote service whose
+    spec gives no ``bounds`` / ``zoom`` of its own is fingerprinted over them."""
     load_builtin_sources()
+    spec = resolve_env(spec)
+    fields = type(spec).model_fields
+    if bbox is not None and "bounds" in fields and is_remote(str(spec.path)):
+        update: dict[str, Any] = {}
+        if spec.bounds is None:
+            update["bounds"] = tuple(float(v) for v in bbox)
+        if zoom is not None and "zoom" in fields and spec.zoom is None:
+            update["zoom"] = zoom
+        spec = spec.model_copy(update=update)
     try:
         cls = IMAGERY_SOURCES[spec.kind]
     except KeyError:
@@ -174,11 +216,80 @@ def open_imagery(
     return cls(spec, step=step, base_dir=base_dir)
 
 
-def open_vector(
-    spec: VectorSpec, *, step: str | None = None, base_dir: Path | None = None
-) -> VectorSource:
-    """Open the open-data source described by ``spec`` for time step ``step``."""
+def latest_step(
+    spec: Any, *, until: str, base_dir: Path | None = None, imagery: bool
+) -> str | None:
+    """The newest step of the source ``spec`` describes, available on ``until``."""
     load_builtin_sources()
+    spec = resolve_env(spec)
+    registry = IMAGERY_SOURCES if imagery else VECTOR_SOURCES
+    try:
+        cls = registry[spec.kind]
+    except KeyError:
+        raise ConfigError(f"source kind {spec.kind!r} is not registered") from None
+    return cls.latest_step(spec, until=until, base_dir=base_dir)
+
+
+def latest_templated_step(
+    path: str, *, until: str, base_dir: Path | None = None, lookback_days: int = 366
+) -> str | None:
+    """For a path with ``{step}``: the newest ISO date ``<= until`` for which it exists,
+    found by listing a local folder, or by probing a URL day by day back over
+    ``lookback_days`` (HTTP HEAD); None when there is none. Without ``{step}``: ``until``."""
+    import datetime as dt
+
+    if STEP_PLACEHOLDER not in path:
+        return until
+    limit = dt.date.fromisoformat(until)
+    if is_remote(path):
+        for back in range(lookback_days + 1):
+            day = (limit - dt.timedelta(days=back)).isoformat()
+            if _url_exists(path.replace(STEP_PLACEHOLDER, day)):
+                return day
+        return None
+    local = Path(path).expanduser()
+    if not local.is_absolute() and base_dir is not None:
+        local = Path(base_dir) / local
+    if STEP_PLACEHOLDER in local.parent.as_posix():
+        raise ConfigError(f"{path}: {{step}} may only appear in the file or folder name")
+    found = []
+    for candidate in local.parent.glob(local.name.replace(STEP_PLACEHOLDER, "*")):
+        if candidate.name == local.name:
+            continue
+        prefix, suffix = local.name.split(STEP_PLACEHOLDER, 1)
+        text = candidate.name[len(prefix) : len(candidate.name) - len(suffix) or None]
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            continue
+        if day <= limit:
+            found.append(day)
+    return max(found).isoformat() if found else None
+
+
+def _url_exists(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="HEAD")  # noqa: S310 (the user's URL)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as resp:  # noqa: S310
+            return 200 <= resp.status < 300
+    except urllib.error.HTTPError:
+        return False
+
+
+def open_vector(
+    spec: OpenDataSpec,
+    *,
+    step: str | None = None,
+    base_dir: Path | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+) -> VectorSource:
+    """Open the open-data source described by ``spec`` for time step ``step``; ``bbox``
+    (WGS84) is the area the caller will read, which live services fingerprint."""
+    load_builtin_sources()
+    spec = resolve_env(spec)
     try:
         cls = VECTOR_SOURCES[spec.kind]
     except KeyError:
@@ -186,7 +297,10 @@ def open_vector(
         raise ConfigError(
             f"open-data kind {spec.kind!r} is not registered (known: {known})"
         ) from None
-    return cls(spec, step=step, base_dir=base_dir)
+    source = cls(spec, step=step, base_dir=base_dir)
+    if bbox is not None:
+        source.area = tuple(bbox)  # type: ignore[assignment]
+    return source
 
 
 # --- helpers shared by the sources ----------------------------------------------

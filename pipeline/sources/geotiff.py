@@ -1,12 +1,20 @@
-"""GeoTIFF / COG imagery, local or remote, read per shard with rio-tiler."""
+"""GeoTIFF / COG / VRT imagery, local or remote, read per shard with rio-tiler.
+
+A GDAL WMS/WMTS service description (``<GDAL_WMS>`` XML, ``WMS:`` connection string) is
+refused: such services are the ``wms``, ``wmts`` and ``xyz`` kinds.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import posixpath
+import urllib.parse
 import urllib.request
+import uuid
 import warnings
+import xml.etree.ElementTree as ET
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,7 @@ from pipeline.sources.base import (
 )
 from pipeline.sources.retry import attempts
 from pipeline.sources.specs import GeoTiffSpec
+from pipeline.sources.urls import mask_url
 from pipeline.tiles import Shard, xy_bounds
 
 log = logging.getLogger(__name__)
@@ -94,6 +103,7 @@ class GeoTiffSource(ImagerySource):
         if dataset is None:
             if not is_remote(path) and not Path(path).exists():
                 raise ImageryError(f"{path}: file not found")
+            _refuse_service_description(path)
             # remote: no directory listing / sidecar probing (a COG carries its overviews)
             # GDAL retries HTTP 429/5xx itself (GEOAUDIT_SOURCE_ATTEMPTS in all)
             env = (
@@ -110,6 +120,8 @@ class GeoTiffSource(ImagerySource):
                     dataset = self._stack.enter_context(rasterio.open(path))
             except RasterioError as exc:
                 raise ImageryError(f"{path}: not a readable raster ({_detail(exc)})") from exc
+        if dataset.driver in SERVICE_DRIVERS:
+            raise ImageryError(_service_message(path, dataset.driver))
         if dataset.crs is None and not dataset.gcps[0]:
             raise ImageryError(
                 f"{path}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs EPSG:xxxx)"
@@ -237,9 +249,13 @@ class GeoTiffSource(ImagerySource):
         return self._footprint
 
     def fingerprint(self) -> str:
-        """Local: sha256 of the file bytes (+ .ovr/.msk sidecars); remote: of ETag/size/date."""
+        """Local: sha256 of the file bytes (+ .ovr/.msk sidecars); remote: of ETag/size/date.
+        A VRT: of its own bytes and of every file it references (:func:`vrt_fingerprint`),
+        so new or changed files behind an unchanged VRT change it."""
         if self._fingerprint is None:
-            if not is_remote(self.path):
+            if self._reader.dataset.driver == "VRT" or self.path.lower().endswith(".vrt"):
+                self._fingerprint = vrt_fingerprint(self.path)
+            elif not is_remote(self.path):
                 main = Path(self.path)
                 files = [main] + [
                     p for p in (Path(f"{main}{ext}") for ext in SIDECARS) if p.exists()
@@ -278,6 +294,99 @@ def _http_identity(url: str) -> str | None:
         return None
     values = [headers.get(k, "") for k in ("ETag", "Last-Modified", "Content-Length")]
     return "|".join(values) if any(values[:2]) else None
+
+
+SERVICE_DRIVERS = ("WMS", "WMTS")
+
+
+def _service_message(path: str, driver: str = "WMS") -> str:
+    return (
+        f"{path}: a GDAL {driver} service description, not a raster file; describe the "
+        "service with 'kind: wms' (url, layers), 'kind: wmts' (url, layer) or 'kind: xyz' "
+        "(a tile URL template)"
+    )
+
+
+def _refuse_service_description(path: str) -> None:
+    """:class:`ImageryError` for a GDAL WMS/WMTS description given as a raster: an inline
+    ``<GDAL_WMS>``/``<GDAL_WMTS>`` XML, a ``WMS:``/``WMTS:`` connection string, or a local
+    file starting with such XML."""
+    head = path.lstrip()[:16].upper()
+    if head.startswith(("WMS:", "WMTS:")):
+        raise ImageryError(_service_message(path, head.split(":", 1)[0]))
+    if head.startswith(("<GDAL_WMS", "<GDAL_WMTS")):
+        raise ImageryError(_service_message("<inline XML>", "WMTS" if "WMTS" in head else "WMS"))
+    if not is_remote(path) and Path(path).is_file():
+        with open(path, "rb") as f:
+            start = f.read(4096)
+        for driver in ("WMTS", "WMS"):
+            if f"<GDAL_{driver}".encode() in start:
+                raise ImageryError(_service_message(path, driver))
+
+
+def vrt_sources(text: str | bytes, vrt_path: str) -> list[str]:
+    """The files a VRT references, in document order without repeats: every
+    ``SourceFilename`` (also in overviews and masks), joined to the VRT's folder when
+    ``relativeToVRT="1"`` (a URL is joined as a URL)."""
+    try:
+        root = ET.fromstring(text)  # noqa: S314 (expat refuses entity expansion bombs)
+    except ET.ParseError as exc:
+        raise ImageryError(f"{vrt_path}: VRT is not readable XML ({exc})") from exc
+    found: list[str] = []
+    for element in root.iter("SourceFilename"):
+        name = (element.text or "").strip()
+        if not name:
+            continue
+        if element.get("relativeToVRT") == "1":
+            if vrt_path.startswith(("http://", "https://")):
+                name = urllib.parse.urljoin(vrt_path, name)
+            else:
+                name = posixpath.normpath(posixpath.join(posixpath.dirname(vrt_path), name))
+        if name not in found:
+            found.append(name)
+    return found
+
+
+def vrt_fingerprint(path: str, _depth: int = 0) -> str:
+    """sha256 of a VRT's bytes and, per referenced file in order, its name and identity:
+    sha256 of a local file's bytes (a nested VRT recursively, sidecars included), the
+    HTTP validators of a URL, ``missing`` for an absent file; a source whose identity
+    cannot be known gives a value new at every call (never a stale match)."""
+    if _depth > 8:
+        raise ImageryError(f"{path}: VRTs nested more than 8 deep")
+    text = _read_text(path)
+    digest = hashlib.sha256(text)
+    for source in vrt_sources(text, path):
+        digest.update(f"\0{source}\0{_source_identity(source, _depth)}".encode())
+    return digest.hexdigest()
+
+
+def _read_text(path: str) -> bytes:
+    url = path.removeprefix("/vsicurl/")
+    try:
+        if url.startswith(("http://", "https://")):
+            with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 (user's URL)
+                return resp.read()
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageryError(f"{mask_url(path)}: cannot read the VRT ({exc})") from exc
+
+
+def _source_identity(source: str, depth: int) -> str:
+    url = source.removeprefix("/vsicurl/")
+    if url.startswith(("http://", "https://")):
+        if url.lower().endswith(".vrt"):
+            return vrt_fingerprint(url, depth + 1)
+        return _http_identity(url) or f"unknown-{uuid.uuid4().hex}"
+    if is_remote(source):  # other GDAL virtual paths: no cheap identity
+        return f"unknown-{uuid.uuid4().hex}"
+    local = Path(source)
+    if not local.is_file():
+        return "missing"
+    if local.suffix.lower() == ".vrt":
+        return vrt_fingerprint(source, depth + 1)
+    sidecars = [p for p in (Path(f"{local}{ext}") for ext in SIDECARS) if p.exists()]
+    return sha256_files([local, *sidecars])
 
 
 def _detail(exc: BaseException) -> str:

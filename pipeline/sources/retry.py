@@ -1,8 +1,9 @@
 """Retries with exponential backoff for remote sources (tenacity underneath).
 
-Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx) are tried
-again ``GEOAUDIT_SOURCE_ATTEMPTS`` times in all (default 3), waiting 1, 2, 4... seconds
-(at most ``GEOAUDIT_SOURCE_MAX_WAIT_S``, default 8); anything else fails at once.
+Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx; from urllib
+or httpx) are tried again ``GEOAUDIT_SOURCE_ATTEMPTS`` times in all (default 3), waiting
+1, 2, 4... seconds (at most ``GEOAUDIT_SOURCE_MAX_WAIT_S``, default 8); anything else
+fails at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import urllib.error
 from collections.abc import Callable
 from typing import TypeVar
 
+import httpx
 import tenacity
 
 log = logging.getLogger(__name__)
@@ -20,9 +22,13 @@ T = TypeVar("T")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures that another attempt may not meet."""
+    """True for failures that another attempt may not meet (urllib and httpx alike)."""
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code == 429 or exc.code >= 500
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
+        return True
     return isinstance(exc, urllib.error.URLError | ConnectionError | TimeoutError)
 
 

@@ -1,7 +1,16 @@
 """Building footprints from a vector file or URL (GeoJSON, GeoPackage, Shapefile, GeoParquet).
 
 Read with pyogrio (GeoParquet with geopandas/pyarrow), reprojected to EPSG:4326, reduced
-to polygonal features with a unique string ``feature_id``.
+to polygonal features with a unique string ``feature_id`` (:mod:`pipeline.sources.frames`).
+
+Rules:
+- A file with several spatial layers (a GeoPackage, a folder of Shapefiles) needs
+  ``layer:``; without it the read fails listing the layers (no silent first layer).
+- A URL (``http(s)://``, ``s3://``...) is streamed to a temporary file once, hashed on
+  the way, and read from there; ``/vsi...`` paths are GDAL's to read.
+- GeoParquet (``.parquet``/``.geoparquet``) is read with geopandas; a bbox is pushed
+  down to the file when it has a bbox covering column, in the file's CRS.
+- Messages name the path with a URL's query string masked (it may carry a token).
 """
 
 from __future__ import annotations
@@ -10,19 +19,15 @@ import hashlib
 import io
 import json
 import logging
-import urllib.request
-from collections import Counter
+import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
-import pandas as pd
 import pyogrio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
-from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
 from pipeline.errors import VectorDataError
 from pipeline.sources.base import (
@@ -32,16 +37,24 @@ from pipeline.sources.base import (
     resolve_path,
     sha256_files,
 )
-from pipeline.sources.retry import with_retries
+from pipeline.sources.frames import (
+    ID_FIELDS,
+    bbox_in,
+    describe_dropped,
+    feature_ids,
+    finish,
+)
 from pipeline.sources.specs import VectorSpec
+from pipeline.sources.urls import mask_url, scrub
+from pipeline.sources.vector_http import stream_to_file
 
 log = logging.getLogger(__name__)
 
-ID_FIELDS = ("feature_id", "id", "osm_id", "@id")  # looked up in this order without id_field
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
-POLYGONAL = ("Polygon", "MultiPolygon")
 _OGR_ERRORS = (DataSourceError, DataLayerError, FieldError, GeometryError)
+
+__all__ = ["VectorFileSource"]
 
 
 @register_vector("vector")
@@ -59,83 +72,125 @@ class VectorFileSource(VectorSource):
         self, spec: VectorSpec, *, step: str | None = None, base_dir: Path | None = None
     ) -> None:
         self.spec = spec
-        self.path = resolve_path(spec.path, step=step, base_dir=base_dir)
-        self._remote = is_remote(self.path) and not self.path.startswith("/vsi")
-        self._bytes: bytes | None = None
+        self._location = resolve_path(spec.path, step=step, base_dir=base_dir)
+        self.path = mask_url(self._location) if is_remote(self._location) else self._location
+        self._remote = is_remote(self._location) and not self._location.startswith("/vsi")
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._local: str | None = None
+        self._download_sha: str | None = None
         self._fingerprint: str | None = None
         self._read_info: dict[str, Any] = {}
-        if not is_remote(self.path) and not Path(self.path).exists():
+        if not is_remote(self._location) and not Path(self._location).exists():
             raise VectorDataError(f"{self.path}: file not found")
-        name = self.path.split("?", 1)[0].lower()
-        self._parquet = name.endswith(PARQUET_SUFFIXES)
+        name = urllib.parse.urlsplit(self._location).path if self._remote else self._location
+        self._parquet = name.lower().endswith(PARQUET_SUFFIXES)
 
     def close(self) -> None:
-        self._bytes = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self._tmp = self._local = None
 
     # -- reading --------------------------------------------------------------------
 
-    def _input(self) -> Any:
-        """What pyogrio / pyarrow read: a local path, a /vsi path or the downloaded bytes."""
-        return io.BytesIO(self._downloaded()) if self._remote else self.path
+    def _input(self) -> str:
+        """What pyogrio / pyarrow read: a local path, a /vsi path or the downloaded file."""
+        return self._downloaded() if self._remote else self._location
 
-    def _downloaded(self) -> bytes:
-        if self._bytes is None:
-            self._bytes = _download(self.path)
-        return self._bytes
+    def _downloaded(self) -> str:
+        """The URL streamed once to a temporary file named like the URL's file."""
+        if self._local is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="geoaudit-vector-")
+            name = Path(urllib.parse.urlsplit(self._location).path).name or "download"
+            dest = Path(self._tmp.name) / name
+            self._download_sha = stream_to_file(self._location, dest, what=self.path)
+            self._local = str(dest)
+        return self._local
 
     def read(self, bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
         """Polygons intersecting the WGS84 ``bbox`` (all when None), EPSG:4326, ``feature_id``."""
-        gdf = self._read_raw(bbox)
-        n_read = len(gdf)
-        declared = gdf.crs.to_string() if gdf.crs is not None else None
-        gdf = _to_wgs84(gdf, self.path)
-        n_before = len(gdf)
-        types = gdf.geometry.geom_type.fillna("None")
-        gdf = _polygons_only(gdf, self.path)
-        dropped = Counter(types[~types.index.isin(gdf.index)]) if len(gdf) < n_before else {}
-        self._read_info = {"n_read": n_read, "crs": declared, "dropped": dict(dropped)}
-        if bbox is not None and len(gdf):
-            gdf = gdf[gdf.intersects(shapely.box(*bbox))]
+        raw = self._read_raw(bbox)
+        field = self.spec.id_field
+
+        def ids(gdf: gpd.GeoDataFrame) -> Any:
+            out = feature_ids(gdf, field, self.path)
+            used = field or next((f for f in ID_FIELDS if f in gdf.columns), None)
+            if used is not None and used in gdf.columns and gdf[used].isna().any():
+                log.info(
+                    "%s: %d features have no %r; using geometry ids for them",
+                    self.path,
+                    int(gdf[used].isna().sum()),
+                    used,
+                )
+            return out
+
+        gdf, info = finish(raw, name=self.path, bbox=bbox, ids=ids)
+        self._read_info = info
+        if info["dropped"]:
+            n = sum(info["dropped"].values())
+            detail = describe_dropped(info["dropped"])
+            log.info("%s: dropped %d non-polygon features (%s)", self.path, n, detail)
         if len(gdf) == 0:
-            if n_read == 0 and bbox is None:
+            if info["n_read"] == 0 and bbox is None:
                 raise VectorDataError(f"{self.path}: no features (empty file or layer)")
-            if n_read and bbox is None:
+            if info["n_read"] and bbox is None:
                 raise VectorDataError(
                     f"{self.path}: no polygon features; footprints must be polygons"
                 )
             log.warning("%s: no polygon features within bbox %s", self.path, bbox)
-        ids = self._ids(gdf)
-        out = gdf.drop(columns=["feature_id"], errors="ignore")
-        out.insert(0, "feature_id", ids)
-        return out.reset_index(drop=True)
+        return gdf
 
     def _read_raw(self, bbox: tuple[float, float, float, float] | None) -> gpd.GeoDataFrame:
-        path, spec = self.path, self.spec
+        spec = self.spec
         try:
             if self._parquet:
-                gdf = gpd.read_parquet(self._input())
-                if spec.where:
-                    gdf = _where(gdf, spec.where, path)
-                return gdf
+                return self._read_parquet(bbox)
+            layer = self._layer()
             src_bbox = None
             if bbox is not None:
-                crs = pyogrio.read_info(self._input(), layer=spec.layer).get("crs")
-                src_bbox = _bbox_in(bbox, crs)
+                crs = pyogrio.read_info(self._input(), layer=layer).get("crs")
+                src_bbox = bbox_in(bbox, crs)
             return pyogrio.read_dataframe(
-                self._input(),
-                layer=spec.layer,
-                where=spec.where,
-                bbox=src_bbox,
-                on_invalid="ignore",
+                self._input(), layer=layer, where=spec.where, bbox=src_bbox, on_invalid="ignore"
             )
         except VectorDataError:
             raise
         except (*_OGR_ERRORS, ValueError, OSError) as exc:
             raise self._read_error(exc) from exc
 
+    def _layer(self) -> str | None:
+        """``spec.layer``; without it the one spatial layer, or an error listing them."""
+        if self.spec.layer is not None:
+            return self.spec.layer
+        layers = pyogrio.list_layers(self._input())
+        spatial = [str(name) for name, geom_type in layers if geom_type is not None]
+        if len(spatial) > 1:
+            raise VectorDataError(
+                f"{self.path}: has {len(spatial)} layers ({', '.join(spatial)}); "
+                "set 'layer' to the one with the footprints"
+            )
+        return spatial[0] if spatial else None
+
+    def _read_parquet(self, bbox: tuple[float, float, float, float] | None) -> gpd.GeoDataFrame:
+        """GeoParquet: the bbox pushed down when the file has a bbox covering column."""
+        src, spec = self._input(), self.spec
+        if spec.layer is not None:
+            raise VectorDataError(
+                f"{self.path}: 'layer' is not used by GeoParquet (one table per file); remove it"
+            )
+        geo = _geoparquet_metadata(src, self.path)
+        primary = geo.get("primary_column", "geometry")
+        column = geo.get("columns", {}).get(primary, {})
+        pushdown = None
+        if bbox is not None and "covering" in column:
+            pushdown = bbox_in(bbox, json.dumps(column["crs"]) if column.get("crs") else None)
+        gdf = gpd.read_parquet(src, bbox=pushdown)
+        if spec.where:
+            gdf = _where(gdf, spec.where, self.path)
+        return gdf
+
     def _read_error(self, exc: Exception) -> VectorDataError:
         """Name the file and the likely culprit: the where filter, the layer or the content."""
-        path, spec, text = self.path, self.spec, str(exc)
+        path, spec, text = self.path, self.spec, scrub(str(exc), self._location)
         if spec.where and (
             isinstance(exc, FieldError) or any(w in text.lower() for w in ("sql", "where"))
         ):
@@ -147,36 +202,6 @@ class VectorFileSource(VectorSource):
             )
         return VectorDataError(f"{path}: cannot read vector data ({_explain(self._input(), exc)})")
 
-    def _ids(self, gdf: gpd.GeoDataFrame) -> pd.Series:
-        field = self.spec.id_field
-        if field is not None and field not in gdf.columns:
-            if len(gdf) == 0:
-                return pd.Series([], dtype=object, index=gdf.index)
-            cols = ", ".join(c for c in gdf.columns if c != "geometry")
-            raise VectorDataError(f"{self.path}: id_field {field!r} not found; columns: {cols}")
-        if field is None:
-            field = next((f for f in ID_FIELDS if f in gdf.columns), None)
-        if field is None:
-            return _geometry_ids(gdf.geometry)
-        ids = _as_text(gdf[field])
-        missing = ids.isna().to_numpy()
-        if missing.any():
-            log.info(
-                "%s: %d features have no %r; using geometry ids for them",
-                self.path,
-                missing.sum(),
-                field,
-            )
-            ids[missing] = _geometry_ids(gdf.geometry[missing]).to_numpy()
-        dup = ids[ids.duplicated(keep=False)]
-        if len(dup):
-            examples = ", ".join(sorted(set(dup), key=str)[:5])
-            raise VectorDataError(
-                f"{self.path}: field {field!r} has duplicate ids ({dup.nunique()} values, e.g. "
-                f"{examples}); ids must be unique — set 'id_field' to a unique field"
-            )
-        return ids
-
     def read_info(self) -> dict[str, Any]:
         """``n_read``, declared ``crs`` and ``dropped`` non-polygons of the last read."""
         return dict(self._read_info)
@@ -186,43 +211,22 @@ class VectorFileSource(VectorSource):
     def fingerprint(self) -> str:
         """sha256 of the file bytes (Shapefile: of all its parts; URL: of the downloaded bytes)."""
         if self._fingerprint is None:
-            if self._remote:
-                self._fingerprint = hashlib.sha256(self._downloaded()).hexdigest()
-            elif self.path.startswith("/vsi"):
-                gdf = self.read()
-                digest = hashlib.sha256(gdf.drop(columns="geometry").to_json().encode())
-                digest.update(b"".join(shapely.to_wkb(gdf.geometry.values)))
-                self._fingerprint = digest.hexdigest()
-            else:
-                self._fingerprint = sha256_files(_files_of(Path(self.path)))
+            self._fingerprint = self._compute_fingerprint()
         return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
+        if self._remote:
+            self._downloaded()
+            return str(self._download_sha)
+        if self._location.startswith("/vsi"):
+            gdf = self.read()
+            digest = hashlib.sha256(gdf.drop(columns="geometry").to_json().encode())
+            digest.update(b"".join(shapely.to_wkb(gdf.geometry.values)))
+            return digest.hexdigest()
+        return sha256_files(_files_of(Path(self._location)))
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def _download(url: str) -> bytes:
-    """Bytes at ``url``: http(s) with urllib, other schemes (s3://, gs://...) with fsspec."""
-
-    def read() -> bytes:
-        if url.startswith(("http://", "https://")):
-            with urllib.request.urlopen(url, timeout=120) as resp:  # noqa: S310 (user's URL)
-                return resp.read()
-        import fsspec
-
-        with fsspec.open(url, "rb") as f:
-            return f.read()
-
-    try:
-        return with_retries(read, url)
-    except ImportError as exc:
-        raise VectorDataError(
-            f"{url}: cannot download ({exc}); install the fsspec backend"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        tries = getattr(exc, "geoaudit_attempts", None)
-        after = f" after {tries} attempts" if tries else ""
-        raise VectorDataError(f"{url}: cannot download{after} ({exc})") from exc
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -235,6 +239,25 @@ def _files_of(path: Path) -> list[Path]:
     return [path]
 
 
+def _geoparquet_metadata(src: str, name: str) -> dict[str, Any]:
+    """The ``geo`` metadata of a GeoParquet file; a plain Parquet file is an error."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(src).metadata or {}
+    except (OSError, ValueError) as exc:
+        raise VectorDataError(f"{name}: cannot read Parquet ({exc})") from exc
+    if b"geo" not in metadata:
+        raise VectorDataError(
+            f"{name}: Parquet file has no 'geo' metadata; write it as GeoParquet "
+            "(e.g. GeoDataFrame.to_parquet)"
+        )
+    try:
+        return json.loads(metadata[b"geo"])
+    except json.JSONDecodeError as exc:
+        raise VectorDataError(f"{name}: GeoParquet 'geo' metadata is not JSON ({exc})") from exc
+
+
 def _layers(src: Any) -> str:
     try:
         return ", ".join(str(name) for name, _ in pyogrio.list_layers(src))
@@ -245,9 +268,7 @@ def _layers(src: Any) -> str:
 def _explain(src: Any, exc: Exception) -> str:
     """Pinpoint JSON syntax errors, which GDAL reports only as 'not recognized'."""
     text: bytes | None = None
-    if isinstance(src, io.BytesIO):
-        text = src.getvalue()
-    elif isinstance(src, str) and src.lower().endswith((".geojson", ".json")):
+    if isinstance(src, str) and src.lower().endswith((".geojson", ".json")):
         try:
             text = Path(src).read_bytes()
         except OSError:
@@ -262,97 +283,6 @@ def _explain(src: Any, exc: Exception) -> str:
     return str(exc)
 
 
-def _bbox_in(bbox: tuple[float, float, float, float], crs: str | None) -> tuple[float, ...]:
-    """The WGS84 ``bbox`` expressed in ``crs`` (densified), for OGR's spatial filter."""
-    if crs is None:
-        return tuple(bbox)
-    try:
-        target = CRS.from_user_input(crs)
-    except CRSError:
-        return tuple(bbox)
-    if target.equals(CRS.from_epsg(4326), ignore_axis_order=True):
-        return tuple(bbox)
-    t = Transformer.from_crs("EPSG:4326", target, always_xy=True)
-    return tuple(t.transform_bounds(*bbox, densify_pts=21))
-
-
-def _looks_lonlat(gdf: gpd.GeoDataFrame) -> bool:
-    geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
-    if len(geoms) == 0:
-        return True
-    w, s, e, n = geoms.total_bounds
-    return w >= -180.0 and e <= 180.0 and s >= -90.0 and n <= 90.0
-
-
-def _to_wgs84(gdf: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
-    """Reproject to EPSG:4326; no CRS is accepted only if coordinates look like lon/lat."""
-    if gdf.crs is None:
-        if not _looks_lonlat(gdf):
-            raise VectorDataError(
-                f"{path}: data has no CRS and coordinates are not lon/lat "
-                f"(bounds {tuple(round(v, 2) for v in gdf.total_bounds)}); "
-                "declare the CRS in the file"
-            )
-        log.info("%s: no CRS; assuming EPSG:4326 (coordinates look like lon/lat)", path)
-        return gdf.set_crs(4326)
-    if gdf.crs.is_geographic and not _looks_lonlat(gdf):
-        raise VectorDataError(
-            f"{path}: CRS {gdf.crs.to_string()} is geographic but coordinates are outside lon/lat "
-            "range; declare the projected CRS in the file"
-        )
-    if gdf.crs.equals(CRS.from_epsg(4326)):
-        return gdf
-    return gdf.to_crs(4326)
-
-
-def _polygons_only(gdf: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
-    """Keep (Multi)Polygons; collections keep their polygonal parts; count what is dropped."""
-    geom = gdf.geometry
-    types = geom.geom_type.fillna("None")
-    collections = (types == "GeometryCollection").to_numpy()
-    if collections.any():
-        geom = geom.copy()
-        geom[collections] = [_polygonal_part(g) for g in geom[collections]]
-        types = geom.geom_type.fillna("None")
-    keep = types.isin(POLYGONAL).to_numpy() & ~geom.is_empty.to_numpy()
-    if not keep.all():
-        dropped = Counter(types[~keep])
-        detail = ", ".join(f"{n} {t}" for t, n in sorted(dropped.items()))
-        log.info("%s: dropped %d non-polygon features (%s)", path, int((~keep).sum()), detail)
-    out = gdf[keep].copy()
-    out.geometry = geom[keep]
-    return out
-
-
-def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type in POLYGONAL]
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else shapely.union_all(parts)
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """Ids as strings; integral floats (ints widened by NaN) lose their ``.0``."""
-    if pd.api.types.is_float_dtype(values):
-        finite = values.dropna()
-        if len(finite) and np.all(np.mod(finite, 1) == 0):
-            values = values.astype("Int64")
-    text = values.astype("string")
-    return text.astype(object).where(text.notna(), None)
-
-
-def _geometry_ids(geoms: gpd.GeoSeries) -> pd.Series:
-    """``"g" + sha1(normalised WKB)[:16]``; ``-2``, ``-3``... for repeated geometries."""
-    wkb = shapely.to_wkb(shapely.normalize(geoms.values), hex=False)
-    seen: Counter[str] = Counter()
-    out = []
-    for blob in wkb:
-        gid = "g" + hashlib.sha1(blob).hexdigest()[:16]
-        seen[gid] += 1
-        out.append(gid if seen[gid] == 1 else f"{gid}-{seen[gid]}")
-    return pd.Series(out, index=geoms.index, dtype=object)
-
-
 def _where(gdf: gpd.GeoDataFrame, where: str, path: str) -> gpd.GeoDataFrame:
     """Apply an OGR SQL ``where`` to an in-memory frame (GeoParquet has no OGR driver here)."""
     buf = io.BytesIO()
@@ -361,6 +291,3 @@ def _where(gdf: gpd.GeoDataFrame, where: str, path: str) -> gpd.GeoDataFrame:
         return pyogrio.read_dataframe(buf.getvalue(), layer="data", where=where)
     except (*_OGR_ERRORS,) as exc:
         raise VectorDataError(f"{path}: filter where={where!r} is not valid ({exc})") from exc
-
-
-__all__ = ["VectorFileSource"]

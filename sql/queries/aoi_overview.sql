@@ -8,7 +8,7 @@ WITH step_run AS (
 ),
 ranked AS (
     SELECT sr.aoi_id, sr.step, sr.run_id, sc.mean_qod, sc.completeness, sc.correctness,
-           sc.mean_iou, sc.flagged_tile_share, sc.n_tiles,
+           sc.mean_iou, sc.flagged_tile_share, sc.n_tiles, sc.model_trusted, sc.model_oof_iou,
            ROW_NUMBER() OVER (PARTITION BY sr.aoi_id ORDER BY sr.step DESC) AS rn
     FROM step_run sr
     JOIN aoi_score sc ON sc.run_id = sr.run_id
@@ -36,6 +36,8 @@ SELECT a.id AS aoi_id,
        cur.mean_iou,
        cur.flagged_tile_share,
        cur.n_tiles,
+       cur.model_trusted,
+       cur.model_oof_iou,
        lr.id AS last_run_id,
        lr.step AS last_run_step,
        lr.status AS last_status,

@@ -1,5 +1,6 @@
 -- Runs newest first (every AOI, or one when :aoi_id is given) with their model,
--- AOI score and a summary of their validation results.
+-- AOI score and a summary of their validation results; params holds the sources' own
+-- dates (source_steps) and, for a 'no_new_data' run, the run it matched (same_as_run).
 SELECT r.id AS run_id,
        a.name AS aoi,
        r.step,
@@ -10,6 +11,7 @@ SELECT r.id AS run_id,
        r.finished_at,
        r.shards_total,
        r.error,
+       r.params,
        mv.name AS model_name,
        mv.version AS model_version,
        sc.mean_qod AS qod,

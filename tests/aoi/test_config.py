@@ -63,13 +63,13 @@ def test_polygon_aoi_covers_fewer_tiles_than_its_bbox(tmp_path: Path) -> None:
         ({"shard_zoom": 19}, r"shard zoom must be within"),
         ({"shard_zoom": 10}, r"more than 5 zooms above"),
         (
-            {"imagery": {"kind": "wms", "path": "x"}},
-            r"imagery: Input tag 'wms' found using 'kind' does not match",
+            {"imagery": {"kind": "wcs", "path": "x"}},
+            r"imagery: Input tag 'wcs' found using 'kind' does not match",
         ),
         ({"imagery": {"kind": "geotiff"}}, r"imagery\.geotiff\.path: Field required"),
         (
             {"opendata": {"kind": "vector", "path": "b.geojson", "nope": 1}},
-            r"opendata\.nope: Extra inputs",
+            r"opendata\.vector\.nope: Extra inputs",
         ),
         ({"steps": ["2025-13-01"]}, r"not a calendar date"),
         ({"validation": {"min_area_m2": 500, "max_area_m2": 50}}, r"must be below max_area_m2"),

@@ -21,6 +21,7 @@ from pipeline.db import repo
 from pipeline.db.models import Run
 from pipeline.run.layout import labels_key
 from pipeline.run.local import run_audit
+from pipeline.sample import LATER_IMAGERY_STEP, SampleInfo, add_later_imagery
 from pipeline.sample.demo import create_sample_aoi
 from pipeline.settings import Settings
 from pipeline.training.challenger import train_aoi_model
@@ -38,7 +39,11 @@ class AirflowSetup:
     aoi: str
     steps: tuple[str, ...]
     champion_id: int
-    sample_root: Path
+    sample_info: SampleInfo
+
+    @property
+    def sample_root(self) -> Path:
+        return self.sample_info.root
 
     def run(self, dag_id: str, conf: dict, logical_date: str | None = None) -> dict:
         """``dag.test()`` in a fresh interpreter; its JSON outcome."""
@@ -86,7 +91,7 @@ def airflow_setup(tmp_path_factory, _pg_server) -> Iterator[AirflowSetup]:
         timeout=600,
     )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    yield AirflowSetup(ctx, env, config.name, info.steps, champion.model_version_id, info.root)
+    yield AirflowSetup(ctx, env, config.name, info.steps, champion.model_version_id, info)
     ctx.engine.dispose()
 
 
@@ -157,17 +162,17 @@ def test_retraining_promotes_only_a_better_challenger(airflow_setup) -> None:
     better = af.run(f"retrain__{af.aoi}", {"steps": [step], "max_steps": 80})
     assert better["state"] == "success", better
     with Session(af.ctx.engine) as s:
-        production = repo.production_model(s, "buildings")
-        versions = repo.list_model_versions(s, "buildings")
+        production = repo.production_model(s, af.aoi)
+        versions = repo.list_model_versions(s, af.aoi)
     assert production.id != af.champion_id and production.parent_id == af.champion_id
     assert production.metrics["val_iou"] > production.metrics["champion_val_iou"]
 
     worse = af.run(f"retrain__{af.aoi}", {"steps": [step], "max_steps": 1})
     assert worse["state"] == "success"
     with Session(af.ctx.engine) as s:
-        still = repo.production_model(s, "buildings")
-        latest = max(repo.list_model_versions(s, "buildings"), key=lambda m: m.id)
-        assert len(repo.list_model_versions(s, "buildings")) == len(versions) + 1
+        still = repo.production_model(s, af.aoi)
+        latest = max(repo.list_model_versions(s, af.aoi), key=lambda m: m.id)
+        assert len(repo.list_model_versions(s, af.aoi)) == len(versions) + 1
     assert still.id == production.id  # the champion stays
     assert latest.id != still.id and latest.stage == "candidate"
     assert latest.metrics["val_iou"] <= latest.metrics["champion_val_iou"]
@@ -228,3 +233,30 @@ def test_a_critical_validation_failure_stops_the_dag_before_any_shard(airflow_se
     assert "validation failed (critical)" in run.error and "nan-dag" in run.error
     with Session(af.ctx.engine) as s:
         assert repo.tile_scores_frame(s, run.id).empty  # nothing was scored
+
+
+def test_scheduled_runs_with_no_params_audit_new_imagery_then_record_no_new_data(
+    airflow_setup,
+) -> None:
+    """As the scheduler runs it: no conf, the logical date decides. A later flight is
+    added (as the demo does); the first run audits it with the newest open data, the
+    next records "no new data" without a retry or a failure."""
+    af = airflow_setup
+    add_later_imagery(af.sample_info, size_m=300.0)
+
+    first = af.run(f"audit__{af.aoi}", {}, logical_date="2026-11-29T00:00:00+00:00")
+    assert first["state"] == "success", first
+    run = af.run_by_airflow_id(first["run_id"])
+    assert run.status == "succeeded" and run.step > LATER_IMAGERY_STEP
+    assert run.params["source_steps"] == {"imagery": LATER_IMAGERY_STEP, "opendata": af.steps[1]}
+    assert set(_states(first, "shard")) == {"success"}
+
+    second = af.run(f"audit__{af.aoi}", {}, logical_date="2026-12-06T00:00:00+00:00")
+    assert second["state"] == "success", second
+    quiet = af.run_by_airflow_id(second["run_id"])
+    assert quiet.status == "no_new_data" and quiet.params["same_as_run"] == run.id
+    assert quiet.step > run.step and quiet.trigger == "airflow"
+    assert _states(second, "shard") in ([], ["skipped"])
+    assert all(t["state"] in ("success", "skipped") for t in second["tasks"])
+    with Session(af.ctx.engine) as s:
+        assert repo.latest_run(s, quiet.aoi_id).id == run.id  # its results stay current

@@ -125,7 +125,11 @@ def test_a_new_shard_layout_fetches_the_imagery_again(ctx, good_aoi: Path) -> No
 @pytest.mark.parametrize(
     ("spoil", "error", "match"),
     [
-        (lambda d: (d / f"{STEP}.tif").unlink(), ImageryError, r"2025-06-01\.tif"),
+        (
+            lambda d: (d / f"{STEP}.tif").unlink(),
+            NotFoundError,
+            r"imagery '.*\{step\}\.tif' of AOI 'tiny' has no snapshot dated on or before 2025-06-01",
+        ),
         (
             lambda d: (d / f"{STEP}.tif").write_bytes(b"II*\x00 truncated garbage"),
             ImageryError,

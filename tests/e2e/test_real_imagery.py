@@ -81,3 +81,42 @@ def test_audit_of_real_oam_tiles_and_osm_footprints(tmp_path: Path) -> None:
     assert out.findings.exists() and len(out.composites) == 16
     with Image.open(out.composites[0]) as png:
         assert png.size == (256, 256) and png.mode == "RGB"
+
+
+def test_a_tile_service_on_loopback_is_audited_with_the_demo_model(audited) -> None:
+    """The Lalitpur tiles served by a real HTTP tile server (URL template), audited end to
+    end with the model the demo trained (model lineage ``sample-town``)."""
+    from sources.imagery_servers import tile_server
+
+    ctx = audited.ctx
+    with tile_server(DATA / "tiles") as server:
+        register_aoi(
+            ctx,
+            parse_aoi(
+                {
+                    "name": "lalitpur-tiles",
+                    "bbox": cluster_bbox(),
+                    "work_zoom": 20,
+                    "shard_zoom": 18,
+                    "imagery": {"kind": "xyz", "path": server.url + "/{z}/{x}/{y}.png", "zoom": 20},
+                    "opendata": {
+                        "kind": "vector",
+                        "path": str(DATA / "buildings_osm.geojson"),
+                        "id_field": "osm_id",
+                    },
+                    "model": {"name": "sample-town"},
+                }
+            ),
+        )
+        result = run_audit(ctx, "lalitpur-tiles", "2025-01-01")
+        served = server.paths(200)
+    with Session(ctx.engine) as s:
+        run = repo.get_run(s, result.run_id)
+        assert run.status == "succeeded"
+        assert run.model_version_id == repo.production_model(s, "sample-town").id
+        snapshot = repo.get_snapshot(s, run.imagery_snapshot_id)
+        tiles = repo.tile_scores_frame(s, result.run_id)
+    assert snapshot.source.startswith(server.url)
+    assert {f"/20/{t.x}/{t.y}.png" for t in TILES} <= set(served)
+    assert sorted(zip(tiles["x"], tiles["y"], strict=True)) == sorted((t.x, t.y) for t in TILES)
+    assert tiles["fg_label"].max() > 0.05 and tiles["qod"].between(0, 100).all()

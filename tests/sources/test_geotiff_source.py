@@ -195,3 +195,92 @@ def test_xy_bounds_are_what_the_shard_covers() -> None:
     left, bottom, right, top = xy_bounds(ATLANTA_SHARD.tile)
     t = shard_transform(ATLANTA_SHARD)
     assert (t.c, t.f) == (left, top) and t.a * 1024 == pytest.approx(right - left)
+
+
+# --- VRTs and GDAL service descriptions -------------------------------------------------------
+
+_VRT_BAND = """  <VRTRasterBand dataType="Byte" band="{band}">
+{sources}  </VRTRasterBand>
+"""
+_VRT_SOURCE = """    <SimpleSource>
+      <SourceFilename relativeToVRT="1">{name}</SourceFilename>
+      <SourceBand>{band}</SourceBand>
+      <SrcRect xOff="0" yOff="0" xSize="32" ySize="64"/>
+      <DstRect xOff="{x}" yOff="0" xSize="32" ySize="64"/>
+    </SimpleSource>
+"""
+
+
+def _halves_and_vrt(tmp_path: Path, make_tif) -> tuple[Path, Path]:  # noqa: ANN001
+    """tiles/west.tif and tiles/east.tif (32 x 64 px each, EPSG:3857) and mosaic.vrt
+    joining them by relative paths."""
+    world = shard_transform(Shard(Tile(0, 0, 0), 0)) @ Affine.scale(4)  # 64 px = the world
+    (tmp_path / "tiles").mkdir()
+    for name, value, x in (("west", 60, 0), ("east", 200, 32)):
+        make_tif(
+            tmp_path / "tiles" / f"{name}.tif",
+            np.full((3, 64, 32), value, np.uint8),
+            crs="EPSG:3857",
+            transform=world @ Affine.translation(x, 0),
+        )
+    bands = "".join(
+        _VRT_BAND.format(
+            band=b,
+            sources="".join(
+                _VRT_SOURCE.format(name=f"tiles/{n}.tif", band=b, x=x)
+                for n, x in (("west", 0), ("east", 32))
+            ),
+        )
+        for b in (1, 2, 3)
+    )
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="64" rasterYSize="64">\n  <SRS>EPSG:3857</SRS>\n'
+        f"  <GeoTransform>{', '.join(repr(v) for v in world.to_gdal())}</GeoTransform>\n"
+        f"{bands}</VRTDataset>\n"
+    )
+    return vrt, tmp_path / "tiles" / "east.tif"
+
+
+def test_vrt_fingerprint_covers_every_file_it_references(tmp_path: Path, make_tif) -> None:  # noqa: ANN001
+    from pipeline.sources.geotiff import vrt_sources
+
+    vrt, east = _halves_and_vrt(tmp_path, make_tif)
+    assert vrt_sources(vrt.read_bytes(), str(vrt)) == [
+        str(tmp_path / "tiles" / "west.tif"),
+        str(east),
+    ]
+    with open_imagery(GeoTiffSpec(path=str(vrt))) as src:
+        image = src.read_shard(Shard(Tile(0, 0, 0), 0))
+        first = src.fingerprint()
+    assert image.valid.all()
+    assert image.data[0, 10, 10] == 60 and image.data[0, 10, 250] == 200
+    assert first != hashlib.sha256(vrt.read_bytes()).hexdigest()
+    with open_imagery(GeoTiffSpec(path=str(vrt))) as src:
+        assert src.fingerprint() == first
+    before = vrt.read_bytes()
+    with rasterio.open(east, "r+") as ds:  # a new tile behind the unchanged VRT
+        ds.write(np.full((3, 64, 32), 90, np.uint8))
+    assert vrt.read_bytes() == before
+    with open_imagery(GeoTiffSpec(path=str(vrt))) as src:
+        changed = src.fingerprint()
+        assert src.read_shard(Shard(Tile(0, 0, 0), 0)).data[0, 10, 250] == 90
+    assert changed != first
+    east.rename(east.with_suffix(".bak"))  # a referenced file gone: another fingerprint
+    from pipeline.sources.geotiff import vrt_fingerprint
+
+    assert vrt_fingerprint(str(vrt)) not in (first, changed)
+
+
+def test_a_gdal_wms_description_is_refused_with_the_kind_to_use(tmp_path: Path) -> None:
+    xml = tmp_path / "service.xml"
+    xml.write_text(
+        '<GDAL_WMS>\n  <Service name="WMS">\n    <ServerUrl>http://127.0.0.1:9/wms?</ServerUrl>\n'
+        "    <Layers>ortho</Layers>\n  </Service>\n</GDAL_WMS>\n"
+    )
+    with pytest.raises(
+        ImageryError, match=r"service\.xml: a GDAL WMS service description.*kind: wms"
+    ):
+        open_imagery(GeoTiffSpec(path=str(xml)))
+    with pytest.raises(ImageryError, match=r"GDAL WMS service description.*'kind: wms'"):
+        open_imagery(GeoTiffSpec(path="WMS:http://127.0.0.1:9/wms?LAYERS=ortho"))

@@ -39,7 +39,7 @@ def test_imagery_spec_is_discriminated_by_kind() -> None:
         ({"kind": "geotiff", "path": "a.tif", "bands": [0]}, "1-based"),
         ({"kind": "geotiff", "path": "a.tif", "rescale": [10, 5]}, "min < max"),
         ({"kind": "xyz", "path": "t", "zoom": 30}, "less than or equal"),
-        ({"kind": "wms", "path": "t"}, "does not match any of the expected tags"),
+        ({"kind": "wcs", "path": "t"}, "does not match any of the expected tags"),
     ],
 )
 def test_bad_imagery_specs_are_rejected(data: dict, fragment: str) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
+import tempfile
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
+from pydantic import TypeAdapter, ValidationError
 
 from pipeline.errors import VectorDataError
-from pipeline.sources import VectorSpec, open_vector
+from pipeline.sources import OpenDataSpec, VectorSpec, open_vector
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 OSM = DATA / "oam-lalitpur" / "buildings_osm.geojson"
@@ -239,3 +243,106 @@ def test_unknown_layer_lists_the_layers(tmp_path: Path) -> None:
         VectorDataError, match=r"b\.gpkg: cannot read layer 'roads' .*; layers: buildings"
     ):
         _read(tmp_path / "b.gpkg", layer="roads")
+
+
+# --- layers, GeoParquet, URLs ----------------------------------------------------------
+
+
+def test_a_file_with_several_layers_needs_layer(tmp_path: Path) -> None:
+    gdf = gpd.read_file(OSM)
+    gdf.to_file(tmp_path / "two.gpkg", layer="buildings")
+    gdf.head(3).to_file(tmp_path / "two.gpkg", layer="footprints_2019")
+    with pytest.raises(
+        VectorDataError,
+        match=r"two\.gpkg: has 2 layers \(buildings, footprints_2019\); set 'layer'",
+    ):
+        _read(tmp_path / "two.gpkg")
+    assert len(_read(tmp_path / "two.gpkg", layer="footprints_2019")) == 3
+    assert len(_read(tmp_path / "two.gpkg", layer="buildings")) == 80
+    gdf.head(1).to_file(tmp_path / "one.gpkg", layer="only")
+    with sqlite3.connect(tmp_path / "one.gpkg") as conn:  # a non-spatial table does not count
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        conn.execute(
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier) "
+            "VALUES ('notes', 'attributes', 'notes')"
+        )
+    assert len(_read(tmp_path / "one.gpkg")) == 1
+
+
+def test_geoparquet_projected_with_bbox_pushdown(tmp_path: Path) -> None:
+    utm = gpd.read_file(SPACENET)
+    utm.to_parquet(tmp_path / "plain.parquet")
+    utm.to_parquet(tmp_path / "covered.parquet", write_covering_bbox=True)
+    bbox = (-84.480, 33.636, -84.478, 33.641)
+    reference = _read(SPACENET, bbox=bbox)
+    for name in ("plain.parquet", "covered.parquet"):
+        with open_vector(VectorSpec(path=str(tmp_path / name))) as src:
+            everything = src.read()
+            assert len(everything) == 43 and everything.crs.to_epsg() == 4326
+            subset = src.read(bbox)
+            assert src.read_info()["crs"] == "EPSG:32616"
+        assert sorted(subset.feature_id) == sorted(reference.feature_id) and len(subset) < 43
+    with open_vector(VectorSpec(path=str(tmp_path / "covered.parquet"))) as src:
+        assert src.read(bbox) is not None and src.read_info()["n_read"] < 43  # pushed down
+
+
+def test_plain_parquet_and_layer_are_errors(tmp_path: Path) -> None:
+    pd.DataFrame({"id": [1], "wkb": [b"\x00"]}).to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(VectorDataError, match=r"p\.parquet: Parquet file has no 'geo' metadata"):
+        _read(tmp_path / "p.parquet")
+    gpd.read_file(OSM).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(VectorDataError, match="'layer' is not used by GeoParquet"):
+        _read(tmp_path / "b.parquet", layer="buildings")
+
+
+def test_urls_are_streamed_to_a_temporary_file(
+    http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    root, url = http_root
+    (root / "b.geojson").write_bytes(OSM.read_bytes())
+    gpd.read_file(OSM).to_parquet(root / "b.parquet")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with open_vector(VectorSpec(path=f"{url}/b.geojson?token=abc")) as src:
+        got = src.read()
+        files = [p for p in scratch.rglob("*") if p.is_file()]
+        assert [p.name for p in files] == ["b.geojson"]  # on disk, named like the URL
+        assert files[0].read_bytes() == OSM.read_bytes()
+        assert src.fingerprint() == hashlib.sha256(OSM.read_bytes()).hexdigest()
+        assert src.path == f"{url}/b.geojson?***"
+    assert not any(scratch.iterdir())  # removed on close
+    assert got.feature_id.tolist() == _read(OSM).feature_id.tolist()
+    parquet = _read(f"{url}/b.parquet")
+    assert sorted(parquet.feature_id) == sorted(got.feature_id)
+
+
+def test_url_errors_mask_the_query_string(http_root) -> None:  # noqa: ANN001
+    _, url = http_root
+    with pytest.raises(VectorDataError) as e:
+        _read(f"{url}/missing.geojson?token=SECRET")
+    assert str(e.value).startswith(f"{url}/missing.geojson?***: cannot download (HTTP Error 404")
+    assert "SECRET" not in str(e.value)
+
+
+def test_opendata_spec_is_discriminated_by_kind() -> None:
+    adapter = TypeAdapter(OpenDataSpec)
+    assert isinstance(adapter.validate_python({"path": "b.gpkg"}), VectorSpec)  # as before
+    kinds = {
+        "vector": {"path": "b.gpkg"},
+        "overpass": {},
+        "osm_pbf": {"path": "x.osh.pbf"},
+        "wfs": {"url": "https://h/wfs", "type_name": "b"},
+        "arcgis": {"url": "https://h/arcgis/rest/services/B/FeatureServer/0?token=t"},
+        "postgis": {"url": "postgresql://u:pw@db/gis", "table": "osm.buildings"},
+    }
+    for kind, fields in kinds.items():
+        spec = adapter.validate_python({"kind": kind, **fields})
+        assert spec.kind == kind and "://" in spec.path or kind in ("vector", "osm_pbf")
+        assert "pw" not in spec.path and "token=t" not in spec.path
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        adapter.validate_python({"kind": "wfs", "url": "u", "type_name": "b", "layer": "x"})
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        adapter.validate_python({"kind": "shapefile", "path": "x"})
+    with pytest.raises(ValidationError, match="exactly one of 'table' or 'query'"):
+        adapter.validate_python({"kind": "postgis", "url": "postgresql://db/gis"})
