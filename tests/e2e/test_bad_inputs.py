@@ -128,7 +128,8 @@ def test_a_new_shard_layout_fetches_the_imagery_again(ctx, good_aoi: Path) -> No
         (
             lambda d: (d / f"{STEP}.tif").unlink(),
             NotFoundError,
-            r"imagery '.*\{step\}\.tif' of AOI 'tiny' has no snapshot dated on or before 2025-06-01",
+            r"imagery '.*\{step\}\.tif' of AOI 'tiny' has no snapshot dated on or before "
+            r"2025-06-01",
         ),
         (
             lambda d: (d / f"{STEP}.tif").write_bytes(b"II*\x00 truncated garbage"),
