@@ -22,10 +22,12 @@ Rules (all areas and distances in true metres: EPSG:3857 lengths are scaled by
 5. **missing_in_opendata**: the building-sized parts of the prediction minus the
    open data. From every eligible prediction the open-data polygons are removed
    (each grown by ``mapped_buffer_m``; a misaligned one also where the imagery puts
-   it), the rest is opened by ``opening_m`` (slivers along mapped outlines thinner
-   than ``2 * opening_m`` vanish) and every remaining part of at least
-   ``min_area_m2`` is a finding. So a building that was predicted merged with a mapped
-   neighbour is reported on its own, and a wholly unmapped one whole.
+   it), the rest is opened by ``opening_m`` (slivers along mapped outlines and
+   blobs thinner than ``2 * opening_m``, 4 m by default, vanish: on the sample town
+   a 1 m opening left 43 such false findings of 69, a 2 m one 9 of 36) and every
+   remaining part of at least ``min_area_m2`` is a finding. So a building that was
+   predicted merged with a mapped neighbour is reported on its own, and a wholly
+   unmapped one whole.
 6. **unsupported_by_imagery**: an eligible open-data polygon neither matched nor
    misaligned whose predicted share is below ``unsupported_max_coverage``. The
    predicted share and the imagery under the polygon come from the prediction
@@ -102,7 +104,7 @@ class MatchConfig:
     unsupported_max_coverage: float = 0.15
     min_imagery_share: float = 0.5
     mapped_buffer_m: float = 0.5
-    opening_m: float = 1.0
+    opening_m: float = 2.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -70,7 +70,7 @@ def test_trends_table_is_the_aoi_score_history(open_page, app_env):
     assert list(table["step"]) == [sc.step for sc in scores]
     assert list(table["mean_qod"]) == pytest.approx([sc.mean_qod for sc in scores])
     assert list(table["completeness"]) == pytest.approx([sc.completeness for sc in scores])
-    assert set(table["model"]) == {"buildings v1"}
+    assert set(table["model"]) == {"sample-town v1"}  # each AOI its own lineage
 
 
 def _deck(at) -> dict:

@@ -48,7 +48,7 @@ def test_aoi_names_are_unique(engine):
     with Session(engine) as s, s.begin():
         repo.upsert_aoi(s, "lisbon", {}, aoi_polygon())
     with pytest.raises(IntegrityError), Session(engine) as s, s.begin():
-        s.add(Aoi(name="lisbon", config={}, geometry=aoi_polygon()))
+        s.add(Aoi(name="lisbon", config={}, geometry=shapely.MultiPolygon([aoi_polygon()])))
 
 
 def test_add_snapshot_returns_the_existing_row_with_the_latest_description(engine):

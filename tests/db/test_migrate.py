@@ -11,7 +11,7 @@ from pipeline.db.migrate import current_revision, head_revision, schema_diff, up
 from pipeline.db.models import Base
 
 GEOMETRY_COLUMNS = {
-    "aoi": "POLYGON",
+    "aoi": "MULTIPOLYGON",
     "tile_score": "POLYGON",
     "finding": "GEOMETRY",
     "change": "GEOMETRY",

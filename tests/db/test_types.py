@@ -27,8 +27,9 @@ def test_polygon_round_trip(engine):
         repo.upsert_aoi(s, "lisbon", {"zoom": 18}, POLYGON)
     with Session(engine) as s:
         geom = s.scalars(select(Aoi.geometry)).one()
-    assert isinstance(geom, shapely.Polygon)
-    assert shapely.equals_exact(geom, POLYGON, tolerance=0)
+    # an AOI outline is stored as a MultiPolygon (an AOI may have several parts)
+    assert isinstance(geom, shapely.MultiPolygon)
+    assert shapely.equals_exact(geom, shapely.MultiPolygon([POLYGON]), tolerance=0)
     assert shapely.get_srid(geom) == 0  # plain shapely out, whatever the dialect
 
 
@@ -44,8 +45,10 @@ def test_postgis_stores_srid_4326_and_type(pg_engine):
             )
         ).one()
     assert row.srid == 4326
-    assert row.type == "POLYGON"
-    assert shapely.equals_exact(shapely.from_wkt(row.wkt), POLYGON, tolerance=0)
+    assert row.type == "MULTIPOLYGON"
+    assert shapely.equals_exact(
+        shapely.from_wkt(row.wkt), shapely.MultiPolygon([POLYGON]), tolerance=0
+    )
     assert row.area == pytest.approx(POLYGON.area)
 
 
@@ -65,13 +68,13 @@ def test_z_coordinates_are_dropped(engine):
         repo.upsert_aoi(s, "z", {}, shapely.force_3d(POLYGON, 12.0))
     with Session(engine) as s:
         geom = s.scalars(select(Aoi.geometry)).one()
-    assert not geom.has_z and shapely.equals_exact(geom, POLYGON, 0)
+    assert not geom.has_z and shapely.equals_exact(geom, shapely.MultiPolygon([POLYGON]), 0)
 
 
 def test_wrong_geometry_type_is_refused(engine):
     with (
         Session(engine) as s,
-        pytest.raises(RowError, match=r"holds POLYGON geometries, got Point"),
+        pytest.raises(RowError, match=r"holds MULTIPOLYGON geometries, got Point"),
     ):
         repo.upsert_aoi(s, "p", {}, shapely.Point(0, 0))
 
@@ -86,7 +89,7 @@ def test_orm_path_checks_geometries_too(engine):
     """Models used directly (not through repo) still refuse bad geometries."""
     with Session(engine) as s:
         s.add(Aoi(name="x", config={}, geometry=shapely.Point(1, 1)))
-        with pytest.raises(StatementError, match="holds POLYGON geometries"):
+        with pytest.raises(StatementError, match="holds MULTIPOLYGON geometries"):
             s.flush()
 
 

@@ -121,7 +121,7 @@ def test_unwritable_artifact_store_fails_the_run_with_nothing_half_written(
     fetched = fetch_imagery(ctx, small_town.config, step)
     with Session(ctx.engine) as s:
         shards = imagery_snapshot(s, fetched.snapshot_id).shards
-        model = repo.production_model(s, "buildings")
+        model = repo.production_model(s, small_town.config.model_name)
     shard_id, ref = next(iter(shards.items()))
     key = prediction_key(SAMPLE_AOI, model.id, ref.content_hash, shard_id)
     blocker = Path(ctx.store.path(key)).parent

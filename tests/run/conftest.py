@@ -50,14 +50,22 @@ def lalitpur_config(name: str = "lalitpur", **overrides: object) -> AoiConfig:
                 "id_field": "osm_id",
             },
             "steps": [STEP],
+            # the test AOIs of a module share one registered lineage
+            "model": {"name": "buildings"},
             **overrides,
         },
         source=f"test AOI {name!r}",
     )
 
 
-def register_untrained_model(ctx: Context, name: str = "buildings", seed: int = 0) -> int:
-    """A seeded, untrained network registered and promoted; its model version id."""
+def register_untrained_model(
+    ctx: Context, name: str = "buildings", seed: int = 0, *, blind: bool = False
+) -> int:
+    """A seeded, untrained network registered and promoted; its model version id.
+
+    ``blind``: its head is set to see no building anywhere (probability 0.0025), so
+    every mapped footprint on the imagery is a deterministic ``unsupported`` finding.
+    """
     import torch
 
     from pipeline.model.checkpoint import save_model
@@ -66,6 +74,11 @@ def register_untrained_model(ctx: Context, name: str = "buildings", seed: int = 
     torch.manual_seed(seed)
     spec = ModelSpec()
     model = build_model(spec)
+    if blind:
+        head = model.net.segmentation_head[0]
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(-6.0)
     path = ctx.settings.home / "untrained.pt"
     sha = save_model(model, spec, path, meta={"seed": seed})
     key = layout.model_weights_key(name, sha)

@@ -92,7 +92,11 @@ def test_fetched_imagery_meta_parses_into_its_snapshot(
     assert snap.coverage == pytest.approx(1.0)
     assert dict(snap.described) == {"band_count": 3, "dtype": "uint8", "crs": "EPSG:3857"}
     # written and parsed in one place: writing the parsed snapshot gives the row's JSON
-    assert imagery_meta(snap.fingerprint, snap.coverage, snap.shards, snap.described) == row.meta
+    assert snap.source_step == STEP  # the date rule 'latest' found the step's own file
+    meta = imagery_meta(
+        snap.fingerprint, snap.coverage, snap.shards, snap.described, snap.source_step
+    )
+    assert meta == row.meta
 
 
 def test_fetched_opendata_meta_parses_into_its_snapshot(
@@ -109,7 +113,10 @@ def test_fetched_opendata_meta_parses_into_its_snapshot(
     assert dict(snap.repair) == {"n_input": snap.feature_count, "n_repaired": 0, "n_dropped": 0}
     assert snap.read_info["crs"] == "EPSG:4326" and snap.read_info["n_read"] >= snap.feature_count
     assert snap.feature_count == len(read_opendata(real_aoi.ctx, snap)) > 10
-    meta = opendata_meta(snap.fingerprint, snap.key, snap.profile_key, snap.repair, snap.read_info)
+    assert snap.source_step == STEP
+    meta = opendata_meta(
+        snap.fingerprint, snap.key, snap.profile_key, snap.repair, snap.read_info, snap.source_step
+    )
     assert meta == row.meta
 
 

@@ -141,15 +141,19 @@ def test_misalignment_offset_in_true_metres_at_60n():
 def test_small_shift_is_a_match_and_large_shift_is_not_misaligned():
     res = match(pred(box(1, 0, 10, 10)), opendata(a=box(0, 0, 10, 10)))
     assert res.summary.n_matched == 1 and len(res.findings) == 0
-    # different shape: shifting does not help, so not misaligned; the 14.5 m x 4 m
+    # different shape: shifting does not help, so not misaligned; the 14.5 m x 5 m
     # that the prediction adds beyond the mapped outline (and its 0.5 m margin) is
     # building-sized: it is reported on its own
-    res = match(pred(box(5, 0, 20, 4)), opendata(a=box(0, 0, 10, 10)))
+    res = match(pred(box(5, 0, 20, 5)), opendata(a=box(0, 0, 10, 10)))
     assert res.summary.n_misaligned == 0
     assert res.findings["kind"].tolist() == ["missing_in_opendata"]
     assert (
-        res.findings.geometry.iloc[0].symmetric_difference(shapely.box(10.5, 0, 25, 4)).area < 1e-6
+        res.findings.geometry.iloc[0].symmetric_difference(shapely.box(10.5, 0, 25, 5)).area < 1e-6
     )
+    # a strip under 4 m wide (2 x opening_m) is an outline drawn a little small, or
+    # a wall, a fence, a shadow: no finding
+    res = match(pred(box(5, 0, 20, 3.5)), opendata(a=box(0, 0, 10, 10)))
+    assert len(res.findings) == 0
 
 
 def test_a_building_merged_with_a_mapped_neighbour_is_missing_on_its_own():
@@ -269,27 +273,28 @@ def test_a_misaligned_pair_leaves_no_missing_part_where_the_imagery_puts_it():
 
 
 def test_the_opening_removes_slivers_along_a_mapped_outline():
-    house = box(0, 0, 10, 10)
-    # a 1.8 m strip along the house, 30 m long: thinner than 2 * opening_m
-    sliver = shapely.union(house, box(10, -10, 1.8, 30))
+    house = box(0, 0, 20, 20)
+    # a 3.5 m strip along the house, 30 m long: thinner than 2 * opening_m
+    sliver = shapely.union(house, box(20, -5, 3.5, 30))
     res = match(pred(sliver), opendata(a=house))
     assert len(res.findings) == 0 and res.summary.n_matched == 1
     # without the opening the strip is a building-sized part
     res = match(pred(sliver), opendata(a=house), config=MatchConfig(opening_m=0.0))
     assert res.findings["kind"].tolist() == ["missing_in_opendata"]
-    assert res.findings["area_m2"].iloc[0] == pytest.approx(1.8 * 30 - 0.5 * 10, rel=0.02)
-    # a 3 m strip is thicker than the opening: it stays
-    wide = shapely.union(house, box(10, -10, 3, 30))
+    assert res.findings["area_m2"].iloc[0] == pytest.approx(3.5 * 30 - 0.5 * 20, rel=0.02)
+    # a 5 m strip (4.5 m beyond the margin) is thicker than the opening: it stays
+    wide = shapely.union(house, box(20, -5, 5, 30))
     res = match(pred(wide), opendata(a=house))
     assert res.findings["kind"].tolist() == ["missing_in_opendata"]
-    assert res.findings["area_m2"].iloc[0] > 60
+    assert res.findings["area_m2"].iloc[0] > 100
 
 
 def test_parts_smaller_than_min_area_are_dropped():
     house = box(0, 0, 10, 10)
     annex = shapely.union(house, box(10, 0, 4.5, 3))  # 4 x 3 m beyond the 0.5 m margin
-    assert len(match(pred(annex), opendata(a=house)).findings) == 0  # 12 m² < 15 m²
-    res = match(pred(annex), opendata(a=house), config=MatchConfig(min_area_m2=10.0))
+    thin = MatchConfig(opening_m=1.0)  # the 3 m annex survives a 1 m opening
+    assert len(match(pred(annex), opendata(a=house), config=thin).findings) == 0  # 12 < 15
+    res = match(pred(annex), opendata(a=house), config=MatchConfig(opening_m=1.0, min_area_m2=10.0))
     assert res.findings["kind"].tolist() == ["missing_in_opendata"]
     assert res.findings["area_m2"].iloc[0] == pytest.approx(12.0, rel=1e-6)
     assert res.summary.n_matched == 1 and res.summary.n_missing == 1
@@ -406,7 +411,7 @@ def test_evidence_values_of_each_kind():
 
 def test_evidence_grows_with_size_and_confidence():
     p = pred(
-        box(0, 0, 4, 4),  # 16 m²
+        box(0, 0, 5, 5),  # 25 m²
         box(50, 0, 10, 10),  # 100 m²
         box(100, 0, 10, 10),  # 100 m², less confident
         confidence=[0.9, 0.9, 0.5],
@@ -417,7 +422,9 @@ def test_evidence_grows_with_size_and_confidence():
     assert unsure == pytest.approx(big * 0.5 / 0.9)
     # with no minimum area the size saturates for anything of a few square metres
     res = match(
-        pred(box(0, 0, 3, 3), confidence=1.0), opendata(), config=MatchConfig(min_area_m2=0)
+        pred(box(0, 0, 3, 3), confidence=1.0),
+        opendata(),
+        config=MatchConfig(min_area_m2=0, opening_m=0),
     )
     assert res.findings["evidence"].iloc[0] == pytest.approx(1 - math.exp(-4.5), rel=1e-6)
 
