@@ -206,7 +206,13 @@ def test_runs_page_lists_every_run(open_page, app_env):
 def test_runs_page_shows_the_validation_suites_of_a_run(open_page, app_env):
     with Session(app_env.engine) as s:
         run = s.scalars(select(Run).order_by(Run.started_at.desc(), Run.id.desc())).first()
-        stored = s.scalars(select(ValidationResult).where(ValidationResult.run_id == run.id)).all()
+        # the run's own suites and those of the snapshots it audited
+        snapshots = (run.imagery_snapshot_id, run.opendata_snapshot_id)
+        stored = s.scalars(
+            select(ValidationResult).where(
+                (ValidationResult.run_id == run.id) | ValidationResult.snapshot_id.in_(snapshots)
+            )
+        ).all()
     at = open_page("runs")
     assert at.selectbox(key="run_detail").value == run.id
     table = at.dataframe[1].value

@@ -19,20 +19,23 @@ pytestmark = pytest.mark.slow
 
 
 def test_injected_defects_are_found(audited: Audited) -> None:
-    """Bounds for the 500 m town and 500 training steps (the 1 km demo aims higher).
+    """Bounds for the 500 m town and 3 fold models of 500 training steps each (the 1 km
+    demo aims higher).
 
-    Training runs a fixed number of steps from a fixed seed, so these figures are the
-    same on every run (measured: val IoU 0.80, omitted recall 0.79 / precision 0.69,
-    phantom recall 1.0, 3 of 3 hotspots, changes recall 1.0, stale recall 1.0); the
-    bounds leave room for float differences between CPUs, not for luck.
+    Training runs a fixed number of steps from a fixed seed with fixed threads, so these
+    figures are the same on every run (measured: val IoU 0.78, omitted recall 1.0 /
+    precision 0.75, phantom recall 1.0, misaligned recall 0.6, 3 of 3 hotspots, changes
+    recall 0.77, stale recall 0.8); the bounds leave room for float differences between
+    CPUs, not for luck.
     """
     s = audited.summary
     assert s["model"]["val_iou"] >= 0.7
-    assert s["omitted"]["recall"] >= 0.7
-    assert s["omitted"]["precision"] >= 0.55
+    assert s["omitted"]["recall"] >= 0.9
+    assert s["omitted"]["precision"] >= 0.65
     assert s["phantom"]["recall"] >= 0.8
+    assert s["misaligned"]["recall"] >= 0.5
     assert s["hotspots"]["in_top"] >= 2
-    assert s["changes"]["recall"] >= 0.8
+    assert s["changes"]["recall"] >= 0.7
     assert s["stale"]["recall"] >= 0.7
 
 
