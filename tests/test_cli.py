@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
+from pipeline.errors import ExitCode
 
 runner = CliRunner()
 COMMANDS = [
@@ -71,27 +73,44 @@ def test_aoi_add_and_list(tmp_path: Path) -> None:
     assert str(tmp_path / "img" / "{step}.tif") in shown.output
 
 
-def test_malformed_aoi_file_exits_2_naming_the_field(tmp_path: Path) -> None:
+def test_malformed_aoi_file_exits_3_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nbbox: [0, 0, 1]\n")
     result = runner.invoke(app, ["aoi", "add", str(bad)])
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.BAD_INPUT == 3
     assert "bad.yaml" in result.output and "bbox" in result.output
     assert "Traceback" not in result.output
 
 
-def test_unknown_aoi_exits_2() -> None:
+def test_unknown_aoi_exits_3() -> None:
     result = runner.invoke(app, ["audit", "nowhere", "--step", "2025-06-01"])
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert "'nowhere'" in result.output
 
 
-def test_bad_option_values_exit_non_zero() -> None:
-    assert (
-        runner.invoke(
-            app, ["train", "x", "--step", "2025-06-01", "--promote", "sometimes"]
-        ).exit_code
-        == 2
-    )
-    assert runner.invoke(app, ["audit", "x"]).exit_code == 2  # --step missing
-    assert runner.invoke(app, ["models", "promote", "12345"]).exit_code == 2
+def test_usage_errors_exit_2_and_bad_values_exit_3() -> None:
+    usage = runner.invoke(app, ["train", "x", "--step", "2025-06-01", "--promote", "sometimes"])
+    assert usage.exit_code == ExitCode.USAGE == 2
+    assert runner.invoke(app, ["audit", "x", "--no-such-option"]).exit_code == ExitCode.USAGE
+    assert runner.invoke(app, ["audit"]).exit_code == ExitCode.USAGE  # the AOI missing
+    assert runner.invoke(app, ["audit", "x", "--step", "2025-13-45"]).exit_code == 3
+    assert runner.invoke(app, ["models", "promote", "12345"]).exit_code == ExitCode.BAD_INPUT
+
+
+def test_an_unreachable_database_is_one_masked_line_and_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a real PostgreSQL client connecting to a loopback port where nothing listens
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://geoaudit:hunter2@127.0.0.1:{port}/geoaudit"
+    monkeypatch.setenv("GEOAUDIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GEOAUDIT_DATABASE_URL", url)
+    for args in (["aoi", "list"], ["audit", "town", "--step", "2025-06-01"], ["report", "x"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == ExitCode.FAULT == 4, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: database "), result.output
+        assert f"127.0.0.1:{port}" in lines[0] and "Connection refused" in lines[0]
+        assert "hunter2" not in result.output and "geoaudit:***@" in lines[0]

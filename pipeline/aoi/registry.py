@@ -6,6 +6,7 @@ runs and the dashboard join against.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -13,18 +14,24 @@ from sqlalchemy.orm import Session
 from pipeline.aoi.config import AoiConfig, check_area, load_aoi, parse_aoi
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
+
+log = logging.getLogger(__name__)
 
 
 def register_aoi(ctx: Context, config: AoiConfig) -> AoiConfig:
     """Store an AOI (local source paths made absolute) in the folder and the database."""
     config = config.with_absolute_paths()
     check_area(config, ctx.settings.max_aoi_km2)
+    warning = config.scale_warning()
+    if warning:
+        log.warning(warning, extra={"aoi": config.name})
     folder = ctx.settings.resolved_aoi_dir
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{config.name}.yaml"
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(config.to_yaml(), encoding="utf-8")
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         repo.upsert_aoi(
             s, config.name, config.model_dump(mode="json", exclude={"base_dir"}), config.geometry
         )

@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from pipeline.context import Context, open_context
+from pipeline.db.faults import describe, is_database_fault
 from pipeline.errors import GeoAuditError
 from pipeline.logs import configure_logging
 from pipeline.redact import redact
@@ -36,17 +38,35 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 
 def guarded(func: F) -> F:
-    """Turn engine errors into a one-line message and exit code 2 (1 for other failures)."""
+    """Turn engine errors and database faults into one redacted line and their exit code
+    (:class:`~pipeline.errors.ExitCode`: 3 bad input, 4 runtime fault); anything else is
+    a bug and keeps its traceback (exit 1)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except GeoAuditError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}")
-            raise typer.Exit(code=2) from exc
+            fail(exc)
+        except (DBAPIError, DisconnectionError) as exc:
+            if not is_database_fault(exc):
+                raise
+            fail(describe(exc, _database_url()))
 
     return wrapper  # type: ignore[return-value]
+
+
+def fail(exc: GeoAuditError) -> NoReturn:
+    """Print ``exc`` as one redacted line (never wrapped) and exit with its code."""
+    err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", soft_wrap=True)
+    raise typer.Exit(code=int(exc.exit_code)) from exc
+
+
+def _database_url() -> str | None:
+    try:
+        return load_settings().resolved_database_url
+    except Exception:  # settings themselves broken: name no database
+        return None
 
 
 def context(progress: bool = True) -> Context:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.cli.common import JsonFlag, console, context, guarded, print_json
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 
 app = typer.Typer(help="Model registry: versions, promotion, export.", no_args_is_help=True)
 
@@ -59,7 +60,7 @@ def list_(
 def promote(model_version: Annotated[int, typer.Argument(help="Model version id.")]) -> None:
     """Make a model version the production model of its name (the old one is archived)."""
     ctx = context(progress=False)
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         mv = repo.promote(s, model_version)
         console.print(f"model {mv.name} v{mv.version} (id {mv.id}) is now in production")
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import AoiName, JsonFlag, StepOption, console, context, guarded, print_json
+from pipeline.errors import ExitCode
 
 
 @guarded
@@ -61,4 +62,4 @@ def validate(
         console.print(f"Data Docs: {report.index_uri}")
     if report.critical:
         console.print(f"[bold red]{report.reason()}[/]")
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=int(ExitCode.BAD_INPUT))

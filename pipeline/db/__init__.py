@@ -7,14 +7,14 @@ Typical use::
 
     engine = make_engine("sqlite:///geoaudit.db")   # or postgresql+psycopg://...
     upgrade(engine)
-    with Session(engine) as s, s.begin():
+    with write_session(engine) as s:
         aoi = repo.upsert_aoi(s, "lisbon", {}, polygon)
 """
 
 from __future__ import annotations
 
 from pipeline.db import repo
-from pipeline.db.engine import make_engine, session_scope
+from pipeline.db.engine import make_engine, session_scope, write_session
 from pipeline.db.errors import RowError, RunStateError
 from pipeline.db.migrate import upgrade
 from pipeline.db.models import (
@@ -54,5 +54,6 @@ __all__ = [
     "make_engine",
     "repo",
     "session_scope",
+    "write_session",
     "upgrade",
 ]

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from pipeline.db.types import to_jsonable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_BEGIN = "geoaudit_sqlite_begin"
 
 
 def _json_dumps(value: Any) -> str:
@@ -32,7 +33,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """Engine for ``url``, tuned per dialect.
 
     SQLite: foreign keys on, WAL journal, busy timeout 30 s, and explicit
-    ``BEGIN`` so transactions and savepoints behave as on PostgreSQL.
+    ``BEGIN`` so transactions and savepoints behave as on PostgreSQL; write
+    transactions (:func:`write_session`) begin ``IMMEDIATE``.
     PostgreSQL: ``pool_pre_ping``. ``kwargs`` go to :func:`sqlalchemy.create_engine`.
     """
     u = normalize_url(url)
@@ -62,7 +64,27 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # a write transaction takes the write lock up front: it then waits for the busy
+        # timeout when another process writes. A deferred one that reads first cannot
+        # wait: SQLite refuses its upgrade to a writer at once ("database is locked").
+        immediate = conn.get_execution_options().get(_SQLITE_BEGIN) == "IMMEDIATE"
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writing(engine: Engine) -> Engine:
+    """``engine`` for write transactions: on SQLite they begin ``IMMEDIATE`` (the write
+    lock taken up front, waiting up to the busy timeout); elsewhere ``engine`` as is."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+
+
+@contextmanager
+def write_session(engine: Engine, **kwargs: Any) -> Iterator[Session]:
+    """One write transaction: commit when the block ends, roll back if it raises (on
+    SQLite the write lock is taken when it begins, see :func:`writing`)."""
+    with Session(writing(engine), **kwargs) as session, session.begin():
+        yield session
 
 
 @contextmanager
@@ -73,5 +95,5 @@ def session_scope(engine: Engine, **kwargs: Any) -> Iterator[Session]:
     after the commit (``expire_on_commit=False``).
     """
     kwargs.setdefault("expire_on_commit", False)
-    with Session(engine, **kwargs) as session, session.begin():
+    with write_session(engine, **kwargs) as session:
         yield session

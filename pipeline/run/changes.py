@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.run import layout
 from pipeline.run.handoffs import AuditPlan, ChangesOutcome
 from pipeline.run.inputs import (
@@ -51,7 +52,7 @@ def store_run_changes(ctx: Context, plan: AuditPlan) -> ChangesOutcome:
     opendata, footprint = compared_opendata(ctx, inputs, tiles)
     changes = changes_for_run(ctx, inputs, buildings, opendata, footprint=footprint)
     seconds = time.perf_counter() - t0
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         repo.replace_changes(s, run_id, changes)
         repo.add_stage_seconds(s, run_id, {"changes": seconds})
     return ChangesOutcome(run_id, len(changes), seconds=seconds)

@@ -3,9 +3,10 @@
 the demo, tests).
 
 What it adds to the stages is its own: it holds the AOI-and-step lock for the whole
-run, and it validates in a forked helper process (:class:`AuditGate`) so that Great
-Expectations loads while the sources are read and the input suites run while the
-shards' predictions fill the cache. Nothing is scored or stored before the verdict.
+run (verified before each write; what a lost connection broke runs again), and it
+validates in a forked helper process (:class:`AuditGate`) so that Great Expectations
+loads while the sources are read and the input suites run while the shards'
+predictions fill the cache. Nothing is scored or stored before the verdict.
 """
 
 from __future__ import annotations
@@ -15,22 +16,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from pipeline.aoi.steps import check_step
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
+from pipeline.db.faults import is_disconnect
 from pipeline.errors import GeoAuditError
-from pipeline.locks import audit_lock
+from pipeline.locks import AuditLock, audit_lock
+from pipeline.redact import redact
 from pipeline.run.handoffs import AuditPlan, AuditRequest, Handoff, RunSummary, ShardOutcome
 from pipeline.run.inputs import load_run_inputs
-from pipeline.run.lifecycle import close_abandoned_runs, record_failure
+from pipeline.run.lifecycle import record_failure
 from pipeline.run.predict import predict_ahead
 from pipeline.run.stages import AUDIT_STAGES, Stage
 from pipeline.run.validation_helper import AuditGate
 
 log = logging.getLogger(__name__)
+
+#: tries of a retryable stage or shard whose database connection is lost
+DISCONNECT_ATTEMPTS = 3
+DISCONNECT_BACKOFF_S = 1.0
 
 
 @dataclass
@@ -91,11 +99,10 @@ def run_audit(
     )
     started = time.perf_counter()
     with (
-        audit_lock(ctx.engine, aoi_name, step, wait_s=wait_s, home=ctx.settings.home),
+        audit_lock(ctx.engine, aoi_name, step, wait_s=wait_s, home=ctx.settings.home) as lock,
         AuditGate(ctx) as gate,  # Great Expectations loads while the sources are read
     ):
-        close_abandoned_runs(ctx, aoi_name, step)
-        done = LocalRunner(ctx.with_validator(gate), gate).run(request)
+        done = LocalRunner(ctx.with_validator(gate), gate, lock).run(request)
     summary: RunSummary = done["publish"]
     plan: AuditPlan = done["plan"]
     return AuditResult(
@@ -111,11 +118,16 @@ def run_audit(
 
 class LocalRunner:
     """Runs :data:`AUDIT_STAGES` in order in this process, each with the hand-offs it
-    takes; a per-shard stage once for each shard of the plan, with a progress bar."""
+    takes; a per-shard stage once for each shard of the plan, with a progress bar.
 
-    def __init__(self, ctx: Context, gate: AuditGate) -> None:
+    Before each stage and shard it verifies the audit lock (taken back if a database
+    restart dropped it); a retryable stage or shard that loses its database connection
+    runs again, up to :data:`DISCONNECT_ATTEMPTS` times."""
+
+    def __init__(self, ctx: Context, gate: AuditGate, lock: AuditLock) -> None:
         self.ctx = ctx
         self.gate = gate
+        self.lock = lock
 
     def run(self, request: AuditRequest) -> dict[str, Any]:
         """Every stage's hand-off by stage name (a per-shard stage: their list)."""
@@ -141,10 +153,26 @@ class LocalRunner:
             raise
         return done
 
+    def _attempt(self, stage: Stage, request: AuditRequest, **kwargs: Any) -> Any:
+        """One stage (or shard) under the verified lock, again after a lost connection."""
+        for attempt in range(1, DISCONNECT_ATTEMPTS + 1):
+            self.lock.verify()
+            try:
+                return stage.run(self.ctx, request, **kwargs)
+            except DBAPIError as exc:
+                if not (stage.retry and is_disconnect(exc)) or attempt == DISCONNECT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "database connection lost; stage runs again",
+                    extra={"stage": stage.name, "attempt": attempt, "error": redact(str(exc))},
+                )
+                time.sleep(DISCONNECT_BACKOFF_S * attempt)
+        raise AssertionError("unreachable")
+
     def _run(self, stage: Stage, request: AuditRequest, done: dict[str, Any]) -> Any:
         kwargs = {name: done[name] for name in stage.inputs}
         if not stage.per_shard:
-            return stage.run(self.ctx, request, **kwargs)
+            return self._attempt(stage, request, **kwargs)
         plan: AuditPlan = done["plan"]
         outcomes: list[Handoff] = []
         for shard_id in tqdm(
@@ -153,7 +181,7 @@ class LocalRunner:
             unit="shard",
             disable=not self.ctx.progress,
         ):
-            outcomes.append(stage.run(self.ctx, request, **kwargs, shard_id=shard_id))
+            outcomes.append(self._attempt(stage, request, **kwargs, shard_id=shard_id))
         return outcomes
 
     def _predict_while_validating(self, plan: AuditPlan) -> None:
@@ -169,5 +197,5 @@ class LocalRunner:
                 break
             seconds += predict_ahead(self.ctx, inputs, shard_id)
         if seconds:
-            with Session(self.ctx.engine) as s, s.begin():
+            with write_session(self.ctx.engine) as s:
                 repo.add_stage_seconds(s, plan.run_id, {"predict": seconds})

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.db.errors import RunStateError
 from pipeline.db.models import Finding
 from pipeline.run import layout
@@ -137,7 +138,7 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
         run_id, config, inputs.step, tiles, findings, shard_ids
     ).raise_for_critical()
     publish_s = time.perf_counter() - t0
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         repo.replace_findings(s, run_id, finding_rows(findings))
         repo.update_tile_flags(
             s, run_id, tiles[["z", "x", "y", "n_findings", "flagged"]].to_dict("records")

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.errors import GeoAuditError
 from pipeline.rasterize import rasterize_ids
 from pipeline.redact import redact
@@ -59,7 +59,7 @@ def _record_failure(ctx: Context, run_id: int, shard_id: str, exc: Exception) ->
     """Record the shard as failed with the error (best effort: the error itself is what
     the caller sees, even when the database cannot take the record)."""
     try:
-        with Session(ctx.engine) as s, s.begin():
+        with write_session(ctx.engine) as s:
             repo.fail_shard(s, run_id, shard_id, redact(f"{type(exc).__name__}: {exc}")[:2000])
     except (SQLAlchemyError, GeoAuditError) as record_exc:
         log.warning(
@@ -72,7 +72,7 @@ def _process(ctx: Context, inputs: RunInputs, shard: Shard) -> ShardOutcome:
     config = inputs.aoi
     if shard.id not in inputs.imagery.shards:
         outcome = ShardOutcome(shard.id, "no_imagery")
-        with Session(ctx.engine) as s, s.begin():
+        with write_session(ctx.engine) as s:
             repo.replace_shard_results(s, inputs.run_id, shard.id, [], outcome.to_xcom())
         return outcome
 
@@ -106,7 +106,7 @@ def _process(ctx: Context, inputs: RunInputs, shard: Shard) -> ShardOutcome:
         predict_s=round(t2 - t1, 4),
         score_s=round(t3 - t2, 4),
     )
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         repo.replace_shard_results(s, inputs.run_id, shard.id, rows, outcome.to_xcom())
     return outcome
 

@@ -27,6 +27,7 @@ from pipeline.aoi.config import AoiConfig
 from pipeline.aoi.registry import get_aoi_config
 from pipeline.context import Context, Validator
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.run import layout
 from pipeline.run.inputs import (
     ImagerySnapshot,
@@ -244,7 +245,7 @@ def _store(
         }
         for item in report.checked
     ]
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         report.result_ids.extend(repo.replace_validation_results(s, outcomes, run_id=run_id))
     if pages:
         report.write_pages(ctx.store)

@@ -27,6 +27,7 @@ from pipeline.aoi.registry import get_aoi_config
 from pipeline.aoi.steps import check_step
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.errors import ConfigError, ModelError
 from pipeline.model.folds import FoldPlan, FoldSet, plan_folds
 from pipeline.run import layout
@@ -177,7 +178,7 @@ def train_aoi_model(
         key = layout.model_weights_key(config.model_name, sha)
         ctx.store.put_file(weights, key)
 
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         mv = repo.register_model_version(
             s,
             name=config.model_name,
@@ -362,7 +363,7 @@ def train_base_model(
         sha = save_model(result.model, spec, weights, meta={"aois": aois, "val_iou": iou})
         key = layout.model_weights_key(name, sha)
         ctx.store.put_file(weights, key)
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         mv = repo.register_model_version(
             s,
             name=name,

@@ -82,7 +82,7 @@ def test_the_cli_says_so_and_can_wait(audited: Audited, held, monkeypatch) -> No
     monkeypatch.setenv("GEOAUDIT_DATABASE_URL", ctx.settings.resolved_database_url)
     runner = CliRunner()
     refused = runner.invoke(app, ["audit", aoi, "--step", step])
-    assert refused.exit_code == 2
+    assert refused.exit_code == 4  # a runtime fault, not bad input
     assert "is being audited by another process" in refused.output
     proc.stdin.write("\n")  # the other audit ends in about a second
     proc.stdin.flush()

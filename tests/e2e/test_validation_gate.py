@@ -238,7 +238,7 @@ def test_cli_validate_prints_the_suites_and_exits_1_on_critical(small_town, monk
     bad["geometry"]["coordinates"][0][2][1] = float("nan")
     step = small_town.new_step("2030-07-01", opendata=add_features(bad))
     failed = runner.invoke(app, ["validate", SAMPLE_AOI, "--step", step])
-    assert failed.exit_code == 1, failed.output
+    assert failed.exit_code == 3, failed.output  # bad input
     assert "opendata.features" in failed.output and "NaN coordinates" in failed.output
     assert "Data Docs:" in failed.output
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from pipeline.db import repo
 from pipeline.db.models import Run, ValidationResult
 from pipeline.errors import ConfigError, StoreError
+from pipeline.locks import audit_lock
 from pipeline.run.handoffs import AuditRequest
 from pipeline.run.local import AuditResult, LocalRunner, run_audit
 from pipeline.run.publish import stored_run_summary
@@ -144,8 +145,11 @@ def test_shards_predicted_ahead_count_as_predicted(real_aoi: RealAoi, first: Aud
         repredict=True,
         bbox=tuple(bbox_of(tiles_of_shard(shard)[:1])),
     )
-    with PatientGate(ctx) as gate:
-        done = LocalRunner(ctx.with_validator(gate), gate).run(request)
+    with (
+        audit_lock(ctx.engine, request.aoi, STEP, home=ctx.settings.home) as lock,
+        PatientGate(ctx) as gate,
+    ):
+        done = LocalRunner(ctx.with_validator(gate), gate, lock).run(request)
     plan, (outcome,) = done["plan"], done["shard"]
     assert outcome.shard_id == shard and outcome.predicted and not outcome.cache_hit
     seconds = run_row(ctx, plan.run_id).stage_seconds
