@@ -8,6 +8,7 @@ The root is a local directory by default and any fsspec URL (``s3://``,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 import re
@@ -142,8 +143,28 @@ class ArtifactStore:
             shutil.copyfile(local, tmp)
         return self.uri(key)
 
+    def delete(self, key: str) -> None:
+        """Remove one artifact (nothing to do when it is absent)."""
+        path = self.path(key)
+        if self.fs.exists(path):
+            self.fs.rm(path)
+
+    def sha256(self, key: str) -> str:
+        """SHA-256 of an artifact's bytes (to check it is what was written)."""
+        with self.readable_path(key) as path:
+            return file_sha256(path)
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove every artifact below ``prefix`` (used when a shard is re-run)."""
         path = self.path(prefix)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a local file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -201,6 +201,8 @@ class Run(Base):
     stage_seconds: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # when a scheduler's task of the run was last seen (None: no task yet, or a local run)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     aoi: Mapped[Aoi] = relationship(back_populates="runs")
     imagery_snapshot: Mapped[Snapshot | None] = relationship(foreign_keys=[imagery_snapshot_id])
@@ -444,5 +446,7 @@ class PredictionCache(Base):
     )
     shard_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     uri: Mapped[str] = mapped_column(Text)
+    # SHA-256 of the mosaic's bytes as written (None: cached before hashes were kept)
+    sha256: Mapped[str | None] = mapped_column(String(64))
     run_id: Mapped[int | None] = mapped_column(Integer)  # the run that predicted it
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())

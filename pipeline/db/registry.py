@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from pipeline.db._rows import upsert
@@ -158,6 +158,17 @@ def cached_prediction(
     return s.scalar(q)
 
 
+def drop_prediction(s: Session, imagery_hash: str, model_version_id: int, shard_id: str) -> None:
+    """Forget a cached prediction (its file was found damaged)."""
+    s.execute(
+        delete(PredictionCache).where(
+            PredictionCache.imagery_hash == imagery_hash,
+            PredictionCache.model_version_id == model_version_id,
+            PredictionCache.shard_id == shard_id,
+        )
+    )
+
+
 def store_prediction(
     s: Session,
     imagery_hash: str,
@@ -166,9 +177,10 @@ def store_prediction(
     uri: str,
     *,
     run_id: int | None = None,
+    sha256: str | None = None,
 ) -> None:
-    """Remember where the shard's prediction for this imagery and model is, and which
-    run made it (replaces)."""
+    """Remember where the shard's prediction for this imagery and model is, the hash of
+    its bytes and which run made it (replaces)."""
     upsert(
         s,
         PredictionCache,
@@ -177,6 +189,7 @@ def store_prediction(
             "model_version_id": model_version_id,
             "shard_id": shard_id,
             "uri": uri,
+            "sha256": sha256,
             "run_id": run_id,
         },
         ["imagery_hash", "model_version_id", "shard_id"],

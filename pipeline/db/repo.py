@@ -3,7 +3,7 @@
 Every function takes a :class:`~sqlalchemy.orm.Session` and never commits; the
 caller owns the transaction::
 
-    with Session(engine) as s, s.begin():
+    with write_session(engine) as s:
         run = start_run(s, aoi.id, "2024-06", trigger="cli", shards_total=4)
 
 Geometries going in are shapely geometries in EPSG:4326. Result rows are
@@ -15,6 +15,7 @@ is quick. The model registry, reviews and GeoDataFrame readers live in
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from pipeline.db.models import (
 from pipeline.db.registry import (
     archive,
     cached_prediction,
+    drop_prediction,
     get_model_version,
     list_model_versions,
     production_model,
@@ -65,11 +67,16 @@ __all__ = [
     "add_validation_result",
     "previous_snapshot",
     "unfinished_local_runs",
+    "unfinished_scheduled_runs",
+    "touch_run",
+    "unfinished_scheduled_runs",
+    "touch_run",
     "replace_validation_results",
     "validation_history",
     "aoi_scores",
     "archive",
     "cached_prediction",
+    "drop_prediction",
     "changes_frame",
     "done_shards",
     "fail_shard",
@@ -378,6 +385,25 @@ def unfinished_local_runs(s: Session, aoi_id: int, step: str) -> list[Run]:
         Run.external_id.is_(None),
     )
     return list(s.scalars(q.order_by(Run.id)))
+
+
+def unfinished_scheduled_runs(s: Session, aoi_id: int, step: str) -> list[Run]:
+    """Queued or running runs of the AOI and step that a scheduler owns (an
+    ``external_id``): their tasks come and go, so only their heartbeat tells if they live."""
+    q = select(Run).where(
+        Run.aoi_id == aoi_id,
+        Run.step == step,
+        Run.status.in_(("queued", "running")),
+        Run.external_id.is_not(None),
+    )
+    return list(s.scalars(q.order_by(Run.id)))
+
+
+def touch_run(s: Session, run_id: int) -> Run:
+    """Record that a task of the run is alive now (``heartbeat_at``); the run."""
+    run = get_run(s, run_id)
+    run.heartbeat_at = dt.datetime.now(dt.UTC)
+    return run
 
 
 def previous_run(s: Session, aoi_id: int, before_step: str) -> Run | None:

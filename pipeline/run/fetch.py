@@ -25,6 +25,7 @@ from pipeline.aoi.config import AoiConfig
 from pipeline.aoi.steps import DATE_RULES, check_step
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.errors import CoverageError, NotFoundError, VectorDataError
 from pipeline.mosaic import array_hash, write_mosaic
 from pipeline.rasterize import prepare_footprints
@@ -82,6 +83,12 @@ def _reusable(
     )
 
 
+def _remove(ctx: Context, keys: list[str]) -> None:
+    """Remove the artifacts a failed fetch wrote (no snapshot refers to them)."""
+    for key in keys:
+        ctx.store.delete(key)
+
+
 def source_step(config: AoiConfig, kind: SnapshotKind, step: str) -> str:
     """The date of ``kind``'s source that an audit at ``step`` reads, by the AOI's date
     rule (``dates:``); :class:`NotFoundError` when a ``latest`` source has nothing on or
@@ -134,38 +141,49 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
         coverage = check_coverage(source, config.geometry)
         described = source.describe()
         refs: dict[str, ShardRef] = {}
-        for shard in tqdm(
-            shards, desc=f"fetch imagery {step}", unit="shard", disable=not ctx.progress
-        ):
-            image = source.read_shard(shard)
-            if not image.valid.any():
-                log.info("shard has no imagery", extra={"shard": shard.id})
-                continue
-            key = layout.imagery_key(config.name, step, fingerprint, shard.id)
-            with ctx.store.writable_path(key) as tmp:
-                write_mosaic(tmp, image.data, shard, kind="image", valid=image.valid)
-            refs[shard.id] = ShardRef(
-                shard.id, key, array_hash(image.data, image.valid), image.valid_share
-            )
+        written: list[str] = []  # mosaics this fetch added: removed again if it fails
+        try:
+            for shard in tqdm(
+                shards, desc=f"fetch imagery {step}", unit="shard", disable=not ctx.progress
+            ):
+                image = source.read_shard(shard)
+                if not image.valid.any():
+                    log.info("shard has no imagery", extra={"shard": shard.id})
+                    continue
+                key = layout.imagery_key(config.name, step, fingerprint, shard.id)
+                if not ctx.store.exists(key):
+                    written.append(key)
+                with ctx.store.writable_path(key) as tmp:
+                    write_mosaic(tmp, image.data, shard, kind="image", valid=image.valid)
+                refs[shard.id] = ShardRef(
+                    shard.id, key, array_hash(image.data, image.valid), image.valid_share
+                )
+        except BaseException:
+            _remove(ctx, written)
+            raise
     source_name = mask_url(config.imagery.path.replace("{step}", dated))
     if not refs:
         raise CoverageError(f"imagery {source_name!r} has no valid pixels over AOI {config.name!r}")
     content_hash = hashlib.sha256(
         json.dumps({sid: r.content_hash for sid, r in sorted(refs.items())}).encode()
     ).hexdigest()
-    with Session(ctx.engine) as s, s.begin():
-        row = repo.add_snapshot(
-            s,
-            aoi_id=aoi_id,
-            kind="imagery",
-            step=step,
-            source=source_name,
-            content_hash=content_hash,
-            uri=ctx.store.uri(layout.imagery_folder(config.name, step, fingerprint)),
-            feature_count=len(refs),
-            meta=imagery_meta(fingerprint, coverage, refs, described, dated),
-        )
-        snapshot_id = row.id
+    try:
+        with write_session(ctx.engine) as s:
+            row = repo.add_snapshot(
+                s,
+                aoi_id=aoi_id,
+                kind="imagery",
+                step=step,
+                source=source_name,
+                content_hash=content_hash,
+                uri=ctx.store.uri(layout.imagery_folder(config.name, step, fingerprint)),
+                feature_count=len(refs),
+                meta=imagery_meta(fingerprint, coverage, refs, described, dated),
+            )
+            snapshot_id = row.id
+    except BaseException:
+        _remove(ctx, written)
+        raise
     return FetchedSnapshot(
         "imagery",
         snapshot_id,
@@ -211,7 +229,7 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapsho
     profile_key = layout.opendata_profile_key(config.name, step, content_hash)
     ctx.store.write_bytes(profile_key, profile.to_parquet(index=False))
     uri = ctx.store.write_bytes(key, geoparquet_bytes(frame))
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         row = repo.add_snapshot(
             s,
             aoi_id=aoi_id,

@@ -22,10 +22,13 @@ from tqdm import tqdm
 from pipeline.aoi.config import AoiConfig
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
+from pipeline.errors import StoreError
 from pipeline.model.folds import FoldSet
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic, write_mosaic
 from pipeline.run import layout
 from pipeline.run.inputs import ImagerySnapshot, RunInputs, ShardPixels, read_shard_image
+from pipeline.store import file_sha256
 from pipeline.tiles import Shard, parse_shard_id
 
 log = logging.getLogger(__name__)
@@ -90,11 +93,14 @@ def predict_shard(
         source: PredictionSource = "this_run" if own else "cache"
         usable = entry is not None and (source == "this_run" or not repredict)
         uri = entry.uri if entry is not None else ""
+        sha256 = entry.sha256 if entry is not None else None
     if usable and ctx.store.exists(uri):
-        with ctx.store.readable_path(uri) as path:
-            data, _ = read_mosaic(path)
-        prob = decode_prob(np.asarray(data).reshape(shard.size, shard.size))
-        return Prediction(prob=prob, source=source, key=uri)
+        prob = _read_cached(ctx, uri, sha256, shard)
+        if prob is not None:
+            return Prediction(prob=prob, source=source, key=uri)
+        with write_session(ctx.engine) as s:
+            repo.drop_prediction(s, imagery_hash, model_version_id, shard.id)
+        ctx.store.delete(uri)
 
     from pipeline.model.predict import predict_fold_set
 
@@ -104,9 +110,33 @@ def predict_shard(
     stored = encode_prob(prob)
     with ctx.store.writable_path(key) as tmp:
         write_mosaic(tmp, stored, shard, kind="prob")
-    with Session(ctx.engine) as s, s.begin():
-        repo.store_prediction(s, imagery_hash, model_version_id, shard.id, key, run_id=run_id)
+        digest = file_sha256(tmp)
+    with write_session(ctx.engine) as s:
+        repo.store_prediction(
+            s, imagery_hash, model_version_id, shard.id, key, run_id=run_id, sha256=digest
+        )
     return Prediction(prob=decode_prob(stored), source="model", key=key)
+
+
+def _read_cached(ctx: Context, uri: str, sha256: str | None, shard: Shard) -> np.ndarray | None:
+    """A cached prediction's probabilities, or None (with a warning) when its file is
+    damaged: bytes that no longer match the hash stored with it, or not a readable
+    mosaic of the shard. The caller drops it and predicts again."""
+    problem = None
+    if sha256 is not None and ctx.store.sha256(uri) != sha256:
+        problem = "its bytes do not match the SHA-256 stored with it"
+    else:
+        try:
+            with ctx.store.readable_path(uri) as path:
+                data, _ = read_mosaic(path)
+            return decode_prob(np.asarray(data).reshape(shard.size, shard.size))
+        except (StoreError, ValueError) as exc:
+            problem = f"it cannot be read ({exc})"
+    log.warning(
+        "damaged prediction cache entry dropped; the shard is predicted again",
+        extra={"artifact": ctx.store.uri(uri), "shard": shard.id, "problem": problem},
+    )
+    return None
 
 
 def predict_run_shard(

@@ -22,11 +22,11 @@ GEOMETRY_COLUMNS = {
 def test_upgrade_creates_every_table_and_is_idempotent(empty_engine):
     assert current_revision(empty_engine) is None
     upgrade(empty_engine)
-    assert current_revision(empty_engine) == head_revision() == "0004"
+    assert current_revision(empty_engine) == head_revision() == "0005"
     tables = set(inspect(empty_engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
     upgrade(empty_engine)  # already at head: nothing to do, no error
-    assert current_revision(empty_engine) == "0004"
+    assert current_revision(empty_engine) == "0005"
 
 
 def test_migrated_schema_matches_models(empty_engine):
@@ -91,4 +91,4 @@ def test_command_line_upgrade_and_check(sqlite_url, capsys):
     assert main(["current", sqlite_url]) == 0
     assert main(["upgrade", sqlite_url]) == 0
     assert main(["check", sqlite_url]) == 0
-    assert capsys.readouterr().out.split() == ["(not", "migrated)", "0004"]
+    assert capsys.readouterr().out.split() == ["(not", "migrated)", "0005"]

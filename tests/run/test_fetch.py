@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from pipeline.aoi import AoiConfig
 from pipeline.db import repo
 from pipeline.db.models import Snapshot
-from pipeline.errors import ConfigError, CoverageError, VectorDataError
+from pipeline.errors import ConfigError, CoverageError, ImageryError, VectorDataError
 from pipeline.mosaic import KIND_TAG, SHARD_TAG, array_hash, read_mosaic
 from pipeline.run import layout
 from pipeline.run.fetch import fetch_imagery, fetch_opendata
@@ -108,6 +108,27 @@ def test_one_mosaic_per_shard_with_imagery(real_aoi: RealAoi, partial: AoiConfig
     )
     by_shard = {sid: ref.content_hash for sid, ref in sorted(snap.shards.items())}
     assert fetched.content_hash == hashlib.sha256(json.dumps(by_shard).encode()).hexdigest()
+
+
+def test_a_fetch_that_fails_midway_leaves_no_mosaic_behind(
+    real_aoi: RealAoi, own_tiles: Owned
+) -> None:
+    ctx = real_aoi.ctx
+    config, root = own_tiles
+    shards = list(config.shards())
+    assert len(shards) == 4
+    # the last shard read has a tile cut short by a failed download: the earlier shards'
+    # mosaics are written before the fetch fails
+    last = tiles_of_shard(shards[-1].id)[0]
+    tile = root / str(last.z) / str(last.x) / f"{last.y}.png"
+    tile.write_bytes(tile.read_bytes()[: tile.stat().st_size * 6 // 10])
+    n = _n_snapshots(real_aoi, config)
+    with pytest.raises(ImageryError, match=rf"{last.y}\.png: not a readable image tile"):
+        fetch_imagery(ctx, config, STEP)
+    assert _n_snapshots(real_aoi, config) == n
+    folder = Path(ctx.store.path(layout.imagery_folder(config.name, STEP, "x"))).parent
+    left = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    assert left == []
 
 
 def test_an_unchanged_source_reuses_its_snapshot(real_aoi: RealAoi, partial: AoiConfig) -> None:

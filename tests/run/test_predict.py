@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.aoi import AoiConfig
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.errors import StoreError
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic
 from pipeline.run import layout
@@ -139,6 +140,54 @@ def test_a_cache_entry_without_its_mosaic_is_predicted_again(
     again = predict_run_shard(ctx, later, SHARD)
     assert again.source == "model" and ctx.store.exists(again.key)
     assert _entry_run(real_aoi, later) == later.run_id
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        # a flipped byte in the pixel data: still a readable TIFF, only the hash knows
+        (lambda b: b[:-100] + bytes([b[-100] ^ 0xFF]) + b[-99:], "do not match the SHA-256"),
+        (lambda b: b[: len(b) // 3], "do not match the SHA-256"),
+    ],
+    ids=["flipped-byte", "truncated"],
+)
+def test_a_damaged_cache_entry_is_detected_by_its_hash_and_predicted_again(
+    real_aoi: RealAoi,
+    small: AoiConfig,
+    model: int,
+    damage: Any,
+    problem: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = real_aoi.ctx
+    made = predict_run_shard(ctx, _run(real_aoi, small, model), SHARD)
+    path = Path(ctx.store.path(made.key))
+    path.write_bytes(damage(path.read_bytes()))
+    later = _run(real_aoi, small, model)
+    with caplog.at_level("WARNING", logger="pipeline.run.predict"):
+        again = predict_run_shard(ctx, later, SHARD)
+    assert again.source == "model"  # not the damaged pixels
+    np.testing.assert_array_equal(again.prob, made.prob)
+    assert _entry_run(real_aoi, later) == later.run_id
+    (record,) = [r for r in caplog.records if "damaged prediction cache entry" in r.message]
+    assert problem in record.problem and record.artifact.endswith(made.key)
+    # the re-predicted file is whole again and serves the next run from the cache
+    assert predict_run_shard(ctx, _run(real_aoi, small, model), SHARD).source == "cache"
+
+
+def test_an_unreadable_entry_cached_before_hashes_is_predicted_again(
+    real_aoi: RealAoi, small: AoiConfig, model: int
+) -> None:
+    ctx = real_aoi.ctx
+    first = _run(real_aoi, small, model)
+    made = predict_run_shard(ctx, first, SHARD)
+    ref = first.imagery.shards[SHARD.id]
+    with write_session(ctx.engine) as s:  # an entry from before migration 0005
+        repo.store_prediction(s, ref.content_hash, model, SHARD.id, made.key, run_id=first.run_id)
+    Path(ctx.store.path(made.key)).write_bytes(b"II*\x00 not a mosaic any more")
+    again = predict_run_shard(ctx, _run(real_aoi, small, model), SHARD)
+    assert again.source == "model"
+    np.testing.assert_array_equal(again.prob, made.prob)
 
 
 def test_predict_ahead_reports_seconds_only_when_it_ran_the_model(
