@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     )
     allow_hub: bool = Field(default=False, description="Download pretrained weights if reachable.")
     max_aoi_km2: float = Field(default=500.0, gt=0, description="Largest AOI accepted.")
+    abandoned_run_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A scheduler's run with no task seen for this long is closed as abandoned.",
+    )
     # the dashboard
     airflow_url: str = Field(
         default="http://localhost:8080", description="Airflow api-server the dashboard triggers."

@@ -1,6 +1,6 @@
 """Hold the audit lock of an AOI and step in a process of its own, for the tests.
 
-    python tests/lock_holder.py URL AOI STEP HOME
+    python tests/lock_holder.py URL AOI STEP HOME [shared]
 
 Prints ``held`` once it holds the lock, releases it one second after a line arrives on
 stdin, then prints ``released``. Killing it must free the lock too.
@@ -15,7 +15,8 @@ from pipeline.locks import audit_lock
 
 if __name__ == "__main__":
     url, aoi, step, home = sys.argv[1:5]
-    with audit_lock(make_engine(url), aoi, step, home=Path(home)):
+    shared = sys.argv[5:6] == ["shared"]
+    with audit_lock(make_engine(url), aoi, step, home=Path(home), shared=shared):
         print("held", flush=True)
         sys.stdin.readline()
         time.sleep(1.0)

@@ -7,6 +7,7 @@ A run row is ``running`` from :func:`start_run` until the publish stage marks it
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -16,8 +17,11 @@ from sqlalchemy.orm import Session
 from pipeline.aoi.config import AoiConfig, shards_in_bbox
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
+from pipeline.db.errors import RunStateError
 from pipeline.db.models import Run
 from pipeline.errors import ConfigError, NotFoundError
+from pipeline.locks import AuditBusyError
 from pipeline.redact import redact
 from pipeline.run.handoffs import AuditPlan, AuditRequest, FetchedSnapshot
 from pipeline.run.inputs import imagery_snapshot
@@ -96,7 +100,7 @@ def start_run(
         bbox = tuple(float(v) for v in bbox)
     else:
         shard_ids = [shard.id for shard in config.shards()]
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, config.name).id
         previous = repo.previous_run(s, aoi_id, request.step)
         inputs_key = audit_inputs_key(
@@ -214,7 +218,7 @@ def check_snapshots_belong(
 
 def fail_run(ctx: Context, run_id: int, error: BaseException | str) -> None:
     """Record a failed run with its reason (results already stored stay as they were)."""
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         repo.finish_run(s, run_id, "failed", error=redact(str(error))[:4000])
 
 
@@ -237,10 +241,19 @@ def record_failure_of(ctx: Context, external_id: str, reason: str) -> int | None
     return run_id
 
 
-def close_abandoned_runs(ctx: Context, aoi_name: str, step: str) -> list[int]:
-    """Mark failed the local runs of the AOI and step left unfinished by a process that
-    died (killed, machine lost); call it holding the audit lock. Their ids."""
-    with Session(ctx.engine) as s, s.begin():
+def close_abandoned_runs(
+    ctx: Context, aoi_name: str, step: str, *, own_external_id: str | None = None
+) -> list[int]:
+    """Before a new run of the AOI and step (call it holding the audit lock exclusively):
+    mark failed the runs left unfinished by a process that died, whoever started them.
+
+    A local run (no ``external_id``) whose lock is free has lost its process. A
+    scheduler's run (an Airflow run other than ``own_external_id``) holds the lock only
+    while a task of it runs: it is abandoned when no task of it was seen
+    (``heartbeat_at``, else its start) for ``abandoned_run_s``; until then it is alive,
+    and :class:`~pipeline.locks.AuditBusyError` names it. The ids closed."""
+    now = dt.datetime.now(dt.UTC)
+    with write_session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, aoi_name).id
         ids = []
         for run in repo.unfinished_local_runs(s, aoi_id, step):
@@ -248,8 +261,41 @@ def close_abandoned_runs(ctx: Context, aoi_name: str, step: str) -> list[int]:
                 s, run.id, "failed", error="interrupted: its process stopped before it finished"
             )
             ids.append(run.id)
+        for run in repo.unfinished_scheduled_runs(s, aoi_id, step):
+            if run.external_id == own_external_id:
+                continue
+            idle = (now - (run.heartbeat_at or run.started_at)).total_seconds()
+            if idle < ctx.settings.abandoned_run_s:
+                raise AuditBusyError(
+                    f"AOI {aoi_name!r} step {step} is being audited by {run.trigger} run "
+                    f"{run.external_id!r} (GeoAudit run {run.id}, a task of it seen "
+                    f"{idle:.0f} s ago); let it finish, or fail it in {run.trigger}"
+                )
+            repo.finish_run(
+                s,
+                run.id,
+                "failed",
+                error=f"interrupted: no task of it was seen for {idle / 60:.0f} min "
+                f"(GEOAUDIT_ABANDONED_RUN_S={ctx.settings.abandoned_run_s:g})",
+            )
+            ids.append(run.id)
     if ids:
         log.warning(
             "abandoned runs marked failed", extra={"aoi": aoi_name, "step": step, "runs": ids}
         )
     return ids
+
+
+def check_run_alive(ctx: Context, run_id: int) -> None:
+    """A scheduler's task of a run, before it writes: record that the run is alive, or
+    raise :class:`~pipeline.db.errors.RunStateError` when the run is no longer running
+    (failed, or closed as abandoned while its scheduler was away)."""
+    with write_session(ctx.engine) as s:
+        run = repo.touch_run(s, run_id)
+        status, error = run.status, run.error
+    if status not in ("queued", "running"):
+        raise RunStateError(
+            f"run {run_id} is {status}"
+            + (f" ({error})" if error else "")
+            + "; this task writes nothing more"
+        )

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy.orm import Session
+from typing import Any, Literal
 
 from pipeline.aoi.registry import get_aoi_config
 from pipeline.aoi.steps import check_step
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.engine import write_session
 from pipeline.errors import ValidationFailedError
 from pipeline.locks import audit_lock
 from pipeline.run.changes import store_run_changes
@@ -40,7 +39,12 @@ from pipeline.run.handoffs import (
     ShardOutcome,
     ValidationOutcome,
 )
-from pipeline.run.lifecycle import record_failure, start_run
+from pipeline.run.lifecycle import (
+    check_run_alive,
+    close_abandoned_runs,
+    record_failure,
+    start_run,
+)
 from pipeline.run.publish import publish_run
 from pipeline.run.shard import process_shard
 from pipeline.run.validate import validator_of
@@ -65,7 +69,10 @@ def plan_stage(
     fetch_imagery: FetchedSnapshot,
     fetch_opendata: FetchedSnapshot,
 ) -> AuditPlan:
-    """Start the run (or find the identical earlier one) over the AOI's shards."""
+    """Start the run (or find the identical earlier one) over the AOI's shards, once the
+    runs of the AOI and step that a dead process or scheduler left are closed (a live
+    one refuses: :class:`~pipeline.locks.AuditBusyError`)."""
+    close_abandoned_runs(ctx, request.aoi, request.step, own_external_id=request.external_id)
     return start_run(ctx, get_aoi_config(ctx, request.aoi), request, fetch_imagery, fetch_opendata)
 
 
@@ -82,7 +89,7 @@ def validate_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> V
     if report.critical:
         record_failure(ctx, plan.run_id, report.reason())
         raise ValidationFailedError(report.reason())
-    with Session(ctx.engine) as s, s.begin():
+    with write_session(ctx.engine) as s:
         repo.add_stage_seconds(s, plan.run_id, {"validate": report.seconds})
     return ValidationOutcome(
         plan.run_id,
@@ -115,8 +122,10 @@ def publish_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> Ru
 class Stage:
     """One stage of the audit: its name, function, the hand-offs it takes (``inputs``,
     by stage name), the stages that must succeed before it (``after``), whether it runs
-    once per shard, whether a scheduler may retry it on a transient fault, and whether
-    it runs under the AOI-and-step audit lock."""
+    once per shard, whether a scheduler may retry it on a transient fault, and how a
+    scheduler's task of it holds the AOI-and-step audit lock: ``exclusive`` (planning a
+    run), ``shared`` (writing into the planned run, side by side with its other tasks)
+    or not at all (fetching snapshots)."""
 
     name: str
     run: Callable[..., Handoff]
@@ -125,7 +134,7 @@ class Stage:
     after: tuple[str, ...] = ()
     per_shard: bool = False
     retry: bool = True
-    locked: bool = False
+    lock: Literal["exclusive", "shared"] | None = None
 
 
 AUDIT_STAGES: tuple[Stage, ...] = (
@@ -137,14 +146,26 @@ AUDIT_STAGES: tuple[Stage, ...] = (
         AuditPlan,
         inputs=("fetch_imagery", "fetch_opendata"),
         retry=False,
-        locked=True,
+        lock="exclusive",
     ),
-    Stage("validate", validate_stage, ValidationOutcome, inputs=("plan",), retry=False),
     Stage(
-        "shard", shard_stage, ShardOutcome, inputs=("plan",), after=("validate",), per_shard=True
+        "validate", validate_stage, ValidationOutcome, inputs=("plan",), retry=False, lock="shared"
     ),
-    Stage("changes", changes_stage, ChangesOutcome, inputs=("plan",), after=("shard",)),
-    Stage("publish", publish_stage, RunSummary, inputs=("plan",), after=("changes",)),
+    Stage(
+        "shard",
+        shard_stage,
+        ShardOutcome,
+        inputs=("plan",),
+        after=("validate",),
+        per_shard=True,
+        lock="shared",
+    ),
+    Stage(
+        "changes", changes_stage, ChangesOutcome, inputs=("plan",), after=("shard",), lock="shared"
+    ),
+    Stage(
+        "publish", publish_stage, RunSummary, inputs=("plan",), after=("changes",), lock="shared"
+    ),
 )
 STAGES_BY_NAME: Mapping[str, Stage] = {stage.name: stage for stage in AUDIT_STAGES}
 
@@ -160,7 +181,9 @@ def run_stage(
 ) -> Handoff:
     """Run stage ``name`` with the hand-offs of the stages it takes (typed, or in their
     XCom form), as a scheduler does, one stage per process. ``hold_lock``: take the
-    AOI-and-step lock around a ``locked`` stage (a runner that holds it already says no).
+    AOI-and-step lock as the stage says (a runner that holds it already says no); a
+    stage that writes into a planned run first checks that the run is still running
+    and records it alive.
     """
     stage = STAGES_BY_NAME[name]
     kwargs: dict[str, Any] = {
@@ -170,7 +193,16 @@ def run_stage(
         if shard_id is None:
             raise ValueError(f"stage {name!r} runs per shard: give a shard_id")
         kwargs["shard_id"] = shard_id
-    if stage.locked and hold_lock:
-        with audit_lock(ctx.engine, request.aoi, request.step, home=ctx.settings.home):
-            return stage.run(ctx, request, **kwargs)
-    return stage.run(ctx, request, **kwargs)
+    if stage.lock is None or not hold_lock:
+        return stage.run(ctx, request, **kwargs)
+    with audit_lock(
+        ctx.engine,
+        request.aoi,
+        request.step,
+        home=ctx.settings.home,
+        shared=stage.lock == "shared",
+    ):
+        plan = kwargs.get("plan")
+        if isinstance(plan, AuditPlan) and not plan.reused:
+            check_run_alive(ctx, plan.run_id)
+        return stage.run(ctx, request, **kwargs)

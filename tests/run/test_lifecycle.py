@@ -3,7 +3,9 @@ snapshots that do not belong refused, failures recorded once, abandoned runs clo
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from typing import Any
 
 import pytest
@@ -12,11 +14,14 @@ from sqlalchemy.orm import Session
 from pipeline.aoi import AoiConfig
 from pipeline.context import Context
 from pipeline.db import repo
+from pipeline.db.errors import RunStateError
 from pipeline.errors import ConfigError, NotFoundError
+from pipeline.locks import AuditBusyError
 from pipeline.run.handoffs import AuditPlan, AuditRequest, FetchedSnapshot
 from pipeline.run.inputs import imagery_meta
 from pipeline.run.lifecycle import (
     audit_inputs_key,
+    check_run_alive,
     check_snapshots_belong,
     close_abandoned_runs,
     fail_run,
@@ -281,11 +286,30 @@ def test_close_abandoned_runs(real_aoi: RealAoi, aoi: AoiConfig) -> None:
     later_snaps = fetched(ctx, aoi, OTHER_STEP)
     later = start_run(ctx, aoi, AuditRequest(aoi.name, OTHER_STEP), *later_snaps)
 
-    assert close_abandoned_runs(ctx, aoi.name, STEP) == [local.run_id]
+    # a scheduler's run whose task was seen a moment ago is alive: a new run is refused
+    # (its own planning task, retried, is not)
+    with pytest.raises(AuditBusyError, match=rf"by airflow run 'sched-{aoi.name}'.*seen \d+ s ago"):
+        close_abandoned_runs(ctx, aoi.name, STEP)
+    assert close_abandoned_runs(ctx, aoi.name, STEP, own_external_id=f"sched-{aoi.name}") == [
+        local.run_id
+    ]
     run = run_row(ctx, local.run_id)
     assert run.status == "failed" and run.error.startswith("interrupted")
-    # a scheduler's run (it may be alive elsewhere), a finished run and another step's stay
+    # a finished run and another step's stay as they are
     assert run_row(ctx, scheduled.run_id).status == "running"
     assert run_row(ctx, done.run_id).status == "succeeded"
     assert run_row(ctx, later.run_id).status == "running"
+    # no task of the scheduler's run seen for longer than abandoned_run_s: closed
+    check_run_alive(ctx, scheduled.run_id)
+    assert run_row(ctx, scheduled.run_id).heartbeat_at is not None
+    quick = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"abandoned_run_s": 0.001})
+    )
+    time.sleep(0.01)
+    assert close_abandoned_runs(quick, aoi.name, STEP) == [scheduled.run_id]
+    run = run_row(ctx, scheduled.run_id)
+    assert run.status == "failed" and run.error.startswith("interrupted: no task of it was seen")
     assert close_abandoned_runs(ctx, aoi.name, STEP) == []
+    # and its tasks, when its scheduler comes back, write nothing more
+    with pytest.raises(RunStateError, match=rf"run {scheduled.run_id} is failed .*writes nothing"):
+        check_run_alive(ctx, scheduled.run_id)
