@@ -94,6 +94,12 @@ def check_bbox(bbox: Sequence[float]) -> LngLatBbox:
         raise ConfigError(
             f"bbox must be 4 numbers [west, south, east, north], got {bbox!r}"
         ) from exc
+    if -180 <= east < west <= 180 and west - east > 180:  # the short way is across ±180°
+        raise ConfigError(
+            f"bbox must be [west, south, east, north] with west < east, got {list(bbox)}: "
+            "west > east: an AOI across the antimeridian is given as a polygon, a "
+            "MultiPolygon with one part on each side of ±180°"
+        )
     if not (-180 <= west < east <= 180 and -MAX_LATITUDE <= south < north <= MAX_LATITUDE):
         raise ConfigError(
             "bbox must be [west, south, east, north] in degrees with west < east and "

@@ -50,6 +50,9 @@ from pipeline.tiles import (
     resolution,
 )
 
+#: beyond this latitude (degrees) an AOI is warned about its tile count
+HIGH_LATITUDE = 60.0
+
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -232,6 +235,14 @@ class AoiConfig(BaseModel):
             geom = self.geometry
             if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
                 raise ValueError("polygon must be a GeoJSON Polygon or MultiPolygon")
+            if not np.isfinite(shapely.get_coordinates(geom)).all():
+                raise ValueError("polygon has coordinates that are not finite (NaN or infinity)")
+            if crosses_antimeridian(geom):
+                raise ValueError(
+                    "polygon crosses the antimeridian (an edge spans more than 180° of "
+                    "longitude, so it would be read as a band around the globe); give it as a "
+                    "MultiPolygon with one part on each side of ±180°"
+                )
             if not geom.is_valid:
                 reason = shapely.is_valid_reason(geom)
                 raise ValueError(f"polygon is not a valid (Multi)Polygon: {reason}")
@@ -260,6 +271,23 @@ class AoiConfig(BaseModel):
     def bounds(self) -> tuple[float, float, float, float]:
         """WGS84 ``(west, south, east, north)``."""
         return tuple(self.geometry.bounds)  # type: ignore[return-value]
+
+    def scale_warning(self) -> str | None:
+        """A warning for an AOI far from the equator, where web-mercator tiles shrink on
+        the ground (``1 / cos(latitude)``): above 60° it names the tile count, which grows
+        with the square of that factor, and the work zoom that keeps the equator's."""
+        w, s, e, n = self.bounds
+        lat = max(abs(s), abs(n))
+        if lat <= HIGH_LATITUDE:
+            return None
+        factor = 1 / math.cos(math.radians(lat))
+        lower = max(self.work_zoom - round(math.log2(factor)), 0)
+        return (
+            f"AOI {self.name!r} reaches latitude {lat:.1f}°, where web-mercator tiles are "
+            f"{factor:.1f}x smaller on the ground: {self.area_km2():.2f} km² makes "
+            f"{len(self.tiles()):,} tiles at work_zoom {self.work_zoom}; work_zoom {lower} "
+            "gives about the ground resolution it has at the equator"
+        )
 
     def area_km2(self) -> float:
         """Approximate area in km² (spherical, good to a few percent at AOI scale)."""
@@ -328,6 +356,17 @@ class AoiConfig(BaseModel):
         return self.model_copy(update=updates)
 
 
+def crosses_antimeridian(geom: BaseGeometry) -> bool:
+    """Whether any ring of ``geom`` has an edge spanning more than 180° of longitude: a
+    shape drawn across ±180° whose coordinates wrap (read as a band around the globe)."""
+    for polygon in shapely.get_parts(geom):
+        for ring in (polygon.exterior, *polygon.interiors):
+            lons = np.asarray(ring.coords)[:, 0]
+            if lons.size > 1 and np.abs(np.diff(lons)).max() > 180:
+                return True
+    return False
+
+
 def parse_aoi(
     data: Any, *, source: str = "<AOI>", base_dir: Path | None = None, max_km2: float | None = None
 ) -> AoiConfig:
@@ -335,6 +374,12 @@ def parse_aoi(
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: an AOI file must be a YAML mapping, got {type(data).__name__}"
+        )
+    keys = [k for k in data if not isinstance(k, str) or k == "base_dir"]
+    if keys:
+        raise ConfigError(
+            f"{source}: invalid AOI configuration: {keys[0]!r} is not an AOI field (fields "
+            "are text: name, bbox or polygon, imagery, opendata, …)"
         )
     try:
         config = AoiConfig(**data, base_dir=base_dir)
@@ -345,8 +390,8 @@ def parse_aoi(
         raise ConfigError(f"{source}: invalid AOI configuration: {problems}") from exc
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # from a validator's arithmetic
+        raise ConfigError(f"{source}: invalid AOI configuration: {exc}") from exc
     if max_km2 is not None:
         check_area(config, max_km2, source=source)
     return config

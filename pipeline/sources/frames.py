@@ -37,23 +37,28 @@ def finish(
     name: str,
     bbox: Bbox | None,
     ids: Callable[[gpd.GeoDataFrame], pd.Series],
+    without_geometry: int = 0,
 ) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
     """``raw`` in the engine's form and its read info: ``n_read`` (features read before
-    filtering), ``crs`` (as declared, None when absent), ``dropped`` (count per geometry
-    type of the non-polygons left out).
+    filtering, ``without_geometry`` included), ``crs`` (as declared, None when absent),
+    ``dropped`` (count per geometry type of the non-polygons left out) and
+    ``no_geometry`` (features with a null or empty geometry, left out: those in ``raw``
+    plus ``without_geometry`` that the reader counted apart, e.g. outside a bbox filter).
 
     Steps: name the geometry column ``geometry``, reproject to EPSG:4326
     (:func:`to_wgs84`), keep polygons (:func:`polygons_only`), keep features intersecting
     ``bbox`` (WGS84), then put ``ids(frame)`` first as ``feature_id`` (an existing
     ``feature_id`` column is replaced).
     """
-    n_read = len(raw)
+    n_read = len(raw) + without_geometry
     declared = raw.crs.to_string() if raw.crs is not None else None
     if raw.geometry.name != "geometry":  # e.g. PostGIS "geom": the engine reads "geometry"
         raw = raw.drop(columns=["geometry"], errors="ignore").rename_geometry("geometry")
-    gdf = to_wgs84(raw, name)
+    located = ~(raw.geometry.isna() | raw.geometry.is_empty).to_numpy()
+    no_geometry = int((~located).sum()) + without_geometry
+    gdf = to_wgs84(raw[located], name)
     gdf, dropped = polygons_only(gdf)
-    info = {"n_read": n_read, "crs": declared, "dropped": dict(dropped)}
+    info = {"n_read": n_read, "crs": declared, "dropped": dict(dropped), "no_geometry": no_geometry}
     if bbox is not None and len(gdf):
         gdf = gdf[gdf.intersects(shapely.box(*bbox))]
     out = gdf.drop(columns=["feature_id"], errors="ignore")
@@ -73,15 +78,26 @@ def looks_lonlat(gdf: gpd.GeoDataFrame) -> bool:
     return w >= -180.0 and e <= 180.0 and s >= -90.0 and n <= 90.0
 
 
+def check_unreferenced(bounds: Any, name: str) -> None:
+    """Data without a CRS is read as lon/lat only when its ``bounds`` (west, south, east,
+    north) are within lon/lat range; otherwise :class:`VectorDataError` naming the
+    missing CRS (a Shapefile without its ``.prj``, say)."""
+    if bounds is None or not np.all(np.isfinite(bounds)):
+        return
+    w, s, e, n = (float(v) for v in bounds)
+    if not (w >= -180.0 and e <= 180.0 and s >= -90.0 and n <= 90.0):
+        raise VectorDataError(
+            f"{name}: data has no CRS and coordinates are not lon/lat "
+            f"(bounds {tuple(round(v, 2) for v in (w, s, e, n))}); declare the CRS in the "
+            "file (a Shapefile needs its .prj)"
+        )
+
+
 def to_wgs84(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     """Reproject to EPSG:4326; no CRS is accepted only if coordinates look like lon/lat."""
     if gdf.crs is None:
         if not looks_lonlat(gdf):
-            raise VectorDataError(
-                f"{name}: data has no CRS and coordinates are not lon/lat "
-                f"(bounds {tuple(round(v, 2) for v in gdf.total_bounds)}); "
-                "declare the CRS in the file"
-            )
+            check_unreferenced(gdf.geometry.dropna().total_bounds, name)
         return gdf.set_crs(4326)
     if gdf.crs.is_geographic and not looks_lonlat(gdf):
         raise VectorDataError(

@@ -50,7 +50,8 @@ from pipeline.tiles import Shard, xy_bounds
 log = logging.getLogger(__name__)
 
 WEB_MERCATOR = "EPSG:3857"
-STRETCH_PERCENTILES = (2.0, 98.0)
+STRETCH_PERCENTILES = (0.5, 99.5)  # mild: bright roofs must not saturate
+CLIPPED_WARN_SHARE = 0.02  # warn when more valid pixels than this clip at 0 or 255
 FOOTPRINT_MAX_SIZE = 512  # px of the low-resolution mask the footprint is traced from
 PREVIEW_MAX_SIZE = 1024  # px of the overview the default stretch is computed from
 SIDECARS = (".ovr", ".msk")
@@ -62,8 +63,9 @@ class GeoTiffSource(ImagerySource):
 
     Pixels: bands ``spec.bands`` (one band is replicated to grey RGB); non-uint8 data,
     or any data when ``spec.rescale`` is set, maps ``[lo, hi]`` linearly to ``0..255``
-    (``v8 = clip((v - lo) / (hi - lo), 0, 1) * 255``), with ``(lo, hi)`` the 2nd/98th
-    percentile of all selected bands over the overview unless ``spec.rescale`` is given.
+    (``v8 = clip((v - lo) / (hi - lo), 0, 1) * 255``), with ``(lo, hi)`` the 0.5th/99.5th
+    percentile of all selected bands over the overview unless ``spec.rescale`` is given;
+    a warning names the share of pixels clipped when it exceeds 2 %.
     Valid mask: rio-tiler's mask (nodata / internal mask / alpha band) — a pixel is
     valid where any selected band is.
 
@@ -90,6 +92,7 @@ class GeoTiffSource(ImagerySource):
         )
         self._stack = ExitStack()
         self._stretch: tuple[float, float] | None = spec.rescale
+        self._stretch_checked = False
         self._footprint: BaseGeometry | None = None
         self._fingerprint: str | None = None
         try:
@@ -187,28 +190,46 @@ class GeoTiffSource(ImagerySource):
         return np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
 
     def stretch(self) -> tuple[float, float]:
-        """``(lo, hi)`` mapped to 0..255: ``spec.rescale`` or the 2–98 % overview percentiles."""
-        if self._stretch is None:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    img = self._reader.preview(
-                        indexes=self.spec.bands, max_size=PREVIEW_MAX_SIZE, nodata=self.spec.nodata
-                    )
-            except (RasterioError, RioTilerError) as exc:
-                raise ImageryError(
-                    f"{self.path}: cannot read the overview ({_detail(exc)})"
-                ) from exc
-            values = img.array.compressed().astype(np.float64)
-            values = values[np.isfinite(values)]
-            if values.size == 0:
-                raise ImageryError(f"{self.path}: raster has no valid pixel (all nodata)")
-            lo, hi = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
-            if hi <= lo:
-                hi = lo + 1.0
-            self._stretch = (lo, hi)
-            log.info("%s: stretching %s..%s to 0..255", self.path, lo, hi)
+        """``(lo, hi)`` mapped to 0..255: ``spec.rescale`` or the 0.5–99.5 % percentiles
+        of the overview; a warning when more than 2 % of its pixels clip either way."""
+        if not self._stretch_checked:
+            self._stretch_checked = True
+            values = self._overview_values()
+            if self._stretch is None:
+                lo, hi = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
+                self._stretch = (lo, hi if hi > lo else lo + 1.0)
+                log.info("%s: stretching %s..%s to 0..255", self.path, *self._stretch)
+            lo, hi = self._stretch
+            low, high = float((values < lo).mean()), float((values > hi).mean())
+            if max(low, high) > CLIPPED_WARN_SHARE:
+                log.warning(
+                    "%s: the %s..%s stretch to 0..255 clips %.1f %% of the pixels to black and "
+                    "%.1f %% to white (detail lost there); set 'rescale: [min, max]' to the "
+                    "range of the data",
+                    self.path,
+                    lo,
+                    hi,
+                    100 * low,
+                    100 * high,
+                )
+        assert self._stretch is not None
         return self._stretch
+
+    def _overview_values(self) -> np.ndarray:
+        """The valid values of the selected bands over the overview, as float64."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = self._reader.preview(
+                    indexes=self.spec.bands, max_size=PREVIEW_MAX_SIZE, nodata=self.spec.nodata
+                )
+        except (RasterioError, RioTilerError) as exc:
+            raise ImageryError(f"{self.path}: cannot read the overview ({_detail(exc)})") from exc
+        values = img.array.compressed().astype(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise ImageryError(f"{self.path}: raster has no valid pixel (all nodata)")
+        return values
 
     # -- footprint / fingerprint ---------------------------------------------------
 

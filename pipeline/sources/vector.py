@@ -40,6 +40,7 @@ from pipeline.sources.base import (
 from pipeline.sources.frames import (
     ID_FIELDS,
     bbox_in,
+    check_unreferenced,
     describe_dropped,
     feature_ids,
     finish,
@@ -84,6 +85,7 @@ class VectorFileSource(VectorSource):
             raise VectorDataError(f"{self.path}: file not found")
         name = urllib.parse.urlsplit(self._location).path if self._remote else self._location
         self._parquet = name.lower().endswith(PARQUET_SUFFIXES)
+        self._without_geometry = 0  # null/empty geometries a bbox read counted apart
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -123,8 +125,16 @@ class VectorFileSource(VectorSource):
                 )
             return out
 
-        gdf, info = finish(raw, name=self.path, bbox=bbox, ids=ids)
+        gdf, info = finish(
+            raw, name=self.path, bbox=bbox, ids=ids, without_geometry=self._without_geometry
+        )
         self._read_info = info
+        if info["no_geometry"]:
+            log.warning(
+                "%s: %d features have no geometry (null or empty) and were left out",
+                self.path,
+                info["no_geometry"],
+            )
         if info["dropped"]:
             n = sum(info["dropped"].values())
             detail = describe_dropped(info["dropped"])
@@ -146,9 +156,13 @@ class VectorFileSource(VectorSource):
                 return self._read_parquet(bbox)
             layer = self._layer()
             src_bbox = None
+            self._without_geometry = 0
             if bbox is not None:
-                crs = pyogrio.read_info(self._input(), layer=layer).get("crs")
-                src_bbox = bbox_in(bbox, crs)
+                about = pyogrio.read_info(self._input(), layer=layer, force_total_bounds=True)
+                if about.get("crs") is None:  # a bbox in lon/lat would match nothing
+                    check_unreferenced(about.get("total_bounds"), self.path)
+                src_bbox = bbox_in(bbox, about.get("crs"))
+                self._without_geometry = self._count_without_geometry(layer)
             return pyogrio.read_dataframe(
                 self._input(), layer=layer, where=spec.where, bbox=src_bbox, on_invalid="ignore"
             )
@@ -156,6 +170,14 @@ class VectorFileSource(VectorSource):
             raise
         except (*_OGR_ERRORS, ValueError, OSError) as exc:
             raise self._read_error(exc) from exc
+
+    def _count_without_geometry(self, layer: str | None) -> int:
+        """Features with a null or empty geometry, which a bbox filter never returns (so
+        they are counted apart, not lost uncounted)."""
+        geoms = pyogrio.read_dataframe(
+            self._input(), layer=layer, where=self.spec.where, columns=[], on_invalid="ignore"
+        ).geometry
+        return int((geoms.isna() | geoms.is_empty).sum())
 
     def _layer(self) -> str | None:
         """``spec.layer``; without it the one spatial layer, or an error listing them."""

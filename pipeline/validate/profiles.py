@@ -92,6 +92,7 @@ def opendata_snapshot_profile(
                 "crs_declared": bool(declared),
                 "crs_matches": bool(matches),
                 "n_read": n_read,
+                "n_no_geometry": int(source.get("no_geometry") or 0),
                 "n_non_polygon": int(sum(dropped.values())),
                 "non_polygon_types": ", ".join(sorted(dropped)) or "",
                 "n_repaired": int(repair.get("n_repaired") or 0),

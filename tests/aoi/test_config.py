@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,37 @@ def test_yaml_round_trip_keeps_no_schedule_and_settings(tmp_path: Path) -> None:
     again = load_aoi(path)
     assert again.schedule is None and again.shard_zoom == 17
     assert parse_aoi(VALID).schedule == "@weekly"  # the default when the key is absent
+
+
+FIJI = [[179.99, -16.8], [-179.99, -16.8], [-179.99, -16.79], [179.99, -16.79], [179.99, -16.8]]
+
+
+def test_a_polygon_across_the_antimeridian_is_refused_with_the_reason(tmp_path: Path) -> None:
+    data = {**VALID, "polygon": {"type": "Polygon", "coordinates": [FIJI]}}
+    del data["bbox"]
+    with pytest.raises(ConfigError, match=r"aoi\.yaml: .*crosses the antimeridian.*MultiPolygon"):
+        load_aoi(write(tmp_path, data))
+    # a bbox given west > east (the GeoJSON way across ±180°) says the same
+    with pytest.raises(ConfigError, match=r"west > east: an AOI across the antimeridian"):
+        load_aoi(write(tmp_path, {**VALID, "bbox": [179.99, -16.8, -179.99, -16.79]}))
+    # split at ±180° it is two parts, each audited on its own side
+    parts = [
+        [[[179.99, -16.8], [180, -16.8], [180, -16.79], [179.99, -16.79], [179.99, -16.8]]],
+        [[[-180, -16.8], [-179.99, -16.8], [-179.99, -16.79], [-180, -16.79], [-180, -16.8]]],
+    ]
+    data["polygon"] = {"type": "MultiPolygon", "coordinates": parts}
+    config = load_aoi(write(tmp_path, data))
+    assert 2.3 < config.area_km2() < 2.5  # 2 x 0.01° x 0.01°, not a band around the globe
+    assert {t.x for t in config.tiles()} >= {0, 2**config.work_zoom - 1}  # both edges
+
+
+def test_a_high_latitude_aoi_is_warned_about_its_tile_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    near_pole = load_aoi(write(tmp_path, {**VALID, "bbox": [10.0, 84.99, 10.05, 85.0]}))
+    warning = near_pole.scale_warning()
+    assert warning is not None
+    assert re.search(r"latitude 85\.0°.*11\.5x smaller.*[\d,]+ tiles at work_zoom 18", warning)
+    n = len(near_pole.tiles())
+    assert f"{n:,} tiles" in warning and n > 1000
+    assert load_aoi(write(tmp_path, VALID)).scale_warning() is None  # Zurich: no warning

@@ -16,8 +16,12 @@ import pytest
 import shapely
 from pydantic import TypeAdapter, ValidationError
 
+from pipeline.aoi.config import ValidationSettings
 from pipeline.errors import VectorDataError
 from pipeline.sources import OpenDataSpec, VectorSpec, open_vector
+from pipeline.validate import suite_parameters
+from pipeline.validate.gx import run_suite
+from pipeline.validate.profiles import opendata_snapshot_profile
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 OSM = DATA / "oam-lalitpur" / "buildings_osm.geojson"
@@ -43,6 +47,7 @@ SQUARE = {
 }
 POINT = {"type": "Point", "coordinates": [0.5, 0.5]}
 LINE = {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}
+FAR = {"type": "Polygon", "coordinates": [[[1, 1], [1, 1.001], [1.001, 1.001], [1.001, 1], [1, 1]]]}
 
 
 def test_osm_geojson() -> None:
@@ -133,6 +138,43 @@ def test_non_polygons_are_dropped_and_counted(
     assert "dropped 2 non-polygon features (1 LineString, 1 Point)" in caplog.text
 
 
+@pytest.mark.parametrize("bbox", [None, (-0.01, -0.01, 0.01, 0.01)], ids=["all", "bbox"])
+@pytest.mark.parametrize("driver", ["GeoJSON", "GPKG", "ESRI Shapefile"])
+def test_null_and_empty_geometries_are_counted_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, driver: str, bbox
+) -> None:  # noqa: ANN001
+    source = tmp_path / "nulls.geojson"
+    empty = {"type": "Polygon", "coordinates": []}
+    source.write_text(
+        _fc(
+            [
+                _feature(SQUARE, id="a"),
+                _feature(None, id="null-1"),
+                _feature(None, id="null-2"),
+                _feature(empty, id="empty"),
+                _feature(FAR, id="far"),
+            ]
+        )
+    )
+    path = source
+    if driver != "GeoJSON":  # the same features in another format
+        frame = gpd.read_file(source)
+        path = tmp_path / ("nulls.gpkg" if driver == "GPKG" else "nulls.shp")
+        frame.to_file(path, driver=driver)
+    with open_vector(VectorSpec(path=str(path))) as src, caplog.at_level(logging.WARNING):
+        gdf = src.read(bbox)
+        info = src.read_info()
+    assert gdf.feature_id.tolist() == (["a"] if bbox else ["a", "far"])
+    # a bbox filter never returns features without geometry: they are counted apart
+    assert info["no_geometry"] == 3
+    assert info["n_read"] == (4 if bbox else 5)  # "far" lies outside the bbox
+    assert "3 features have no geometry (null or empty) and were left out" in caplog.text
+    profile = opendata_snapshot_profile(info, {}, len(gdf), None)
+    assert int(profile.at[0, "n_no_geometry"]) == 3
+    failed = run_suite("opendata.snapshot", profile, suite_parameters(ValidationSettings())).failed
+    assert ("n_no_geometry", "warning") in {(f.column, f.severity) for f in failed}
+
+
 def test_generated_ids_are_stable_and_unique(tmp_path: Path) -> None:
     path = tmp_path / "noid.geojson"
     other = {"type": "Polygon", "coordinates": [[[1, 1], [1, 2], [2, 2], [1, 1]]]}
@@ -221,10 +263,12 @@ def test_no_crs_and_projected_coordinates(tmp_path: Path) -> None:
     utm = gpd.read_file(SPACENET)
     utm.set_crs(None, allow_override=True).to_file(tmp_path / "nocrs.shp")
     assert not (tmp_path / "nocrs.prj").exists()
-    with pytest.raises(
-        VectorDataError, match=r"nocrs\.shp: data has no CRS and coordinates are not lon/lat"
-    ):
-        _read(tmp_path / "nocrs.shp")
+    for bbox in (None, (-84.5, 33.6, -84.3, 33.8)):  # the whole file, or a lon/lat AOI
+        with pytest.raises(
+            VectorDataError,
+            match=r"nocrs\.shp: data has no CRS and coordinates are not lon/lat .*needs its \.prj",
+        ):
+            _read(tmp_path / "nocrs.shp", bbox=bbox)
     lonlat = gpd.read_file(OSM)
     lonlat.set_crs(None, allow_override=True).to_file(tmp_path / "ll.shp")
     assert _read(tmp_path / "ll.shp").crs.to_epsg() == 4326  # plausible lon/lat is accepted
