@@ -28,12 +28,28 @@ ENV_EXAMPLE = dict(
 DAG_ENV = {"GEOAUDIT_GPU_QUEUE", "GEOAUDIT_GPU_POOL", "GEOAUDIT_TASK_RETRIES"}
 
 
-def interpolate(value: str) -> str:
-    """Compose interpolation with .env.example values, else the inline default."""
+# what an operator puts into .env for the secrets .env.example leaves empty
+OPERATOR_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret-1",
+    "AIRFLOW_SECRET_KEY": "api-secret-2",
+    "AIRFLOW_JWT_SECRET": "jwt-secret-3",
+    "AIRFLOW_FERNET_KEY": "7i2uBTIo0PLoH3l7xYsH2iRdd0Vsr0Wk4jOlGAd1fZA=",
+    "AIRFLOW_USERS": "ops:admin,geoaudit-dashboard:user",
+    "GEOAUDIT_AIRFLOW_USERNAME": "geoaudit-dashboard",
+}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|USERS|USERNAME")
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose interpolation: ``${X:-d}`` takes ``env`` (.env.example plus the operator's
+    secrets) else ``d``; ``${X:?msg}`` fails like compose when X is unset or empty."""
+    env = {**ENV_EXAMPLE, **OPERATOR_SECRETS} if env is None else env
 
     def sub(match: re.Match) -> str:
         name, default = match.group(1), match.group(2) or ""
-        return ENV_EXAMPLE.get(name, default)
+        if ":?" in match.group(0) and not env.get(name):
+            raise ValueError(f"required variable {name} is missing a value: {default}")
+        return env.get(name) or default
 
     return VAR.sub(sub, str(value))
 
@@ -223,3 +239,40 @@ def test_dashboard_service_runs_the_app_on_the_shared_volume() -> None:
         review_password=env["GEOAUDIT_REVIEW_PASSWORD"], basemap_url=env["GEOAUDIT_BASEMAP_URL"]
     )
     assert settings.review_password is None and settings.basemap_url is None
+
+
+def test_the_stack_refuses_to_start_without_its_secrets() -> None:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    required = {m.group(1) for m in re.finditer(r"\$\{(\w+):\?", text)}
+    assert set(OPERATOR_SECRETS) <= required
+    # no secret has a default value to fall back on (an empty one means "not set": the
+    # dashboard is then read-only)
+    defaults = {m.group(1): m.group(2) for m in re.finditer(r"\$\{(\w+):?-([^}]*)\}", text)}
+    assert {n: d for n, d in defaults.items() if SECRET_NAME.search(n) and d} == {}
+    # .env.example ships none of them: copied as is, the stack does not start
+    assert all(ENV_EXAMPLE.get(name, "") == "" for name in OPERATOR_SECRETS)
+    for name in OPERATOR_SECRETS:
+        env = {**ENV_EXAMPLE, **OPERATOR_SECRETS, name: ""}
+        with pytest.raises(ValueError, match=rf"required variable {name} is missing"):
+            interpolate(text, env)
+    interpolate(text)  # with every secret set it does
+
+
+def test_published_ports_listen_on_loopback_unless_the_operator_says_otherwise() -> None:
+    published = {name: svc["ports"] for name, svc in SERVICES.items() if "ports" in svc}
+    assert set(published) == {"airflow-apiserver", "dashboard"}  # not PostgreSQL, not Redis
+    for ports in published.values():
+        for port in ports:
+            assert port.startswith("${GEOAUDIT_BIND_ADDRESS:-127.0.0.1}:"), port
+            assert interpolate(port).startswith("127.0.0.1:")
+            assert interpolate(port, {"GEOAUDIT_BIND_ADDRESS": "0.0.0.0"}).startswith("0.0.0.0:")
+
+
+def test_geoaudit_containers_run_as_the_unprivileged_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "useradd --create-home --uid 50000 geoaudit" in dockerfile
+    assert dockerfile.rstrip().splitlines()[-2:] == ["USER geoaudit", 'CMD ["geoaudit", "--help"]']
+    ours = [n for n, svc in SERVICES.items() if "geoaudit" in str(svc.get("image", ""))]
+    assert {"dashboard", "airflow-worker", "airflow-apiserver"} <= set(ours)
+    for name in ours:
+        assert str(SERVICES[name]["user"]).split(":")[0] == "50000", name
