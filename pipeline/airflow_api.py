@@ -165,14 +165,26 @@ class AirflowClient:
     # --- DAG runs -----------------------------------------------------------------------
 
     def trigger(
-        self, dag_id: str, conf: dict[str, Any], *, run_id: str | None = None
+        self,
+        dag_id: str,
+        conf: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        note: str | None = None,
     ) -> DagRunState:
-        """Start a run of ``dag_id`` now with ``conf`` (the DAG's params); unpauses the DAG."""
-        self._require_dag(dag_id)
-        self._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        """Start a run of ``dag_id`` now with ``conf`` (the DAG's params) and a ``note``
+        (who started it). A paused DAG is refused, never unpaused: pausing is an
+        operator's decision."""
+        if self.dag(dag_id).get("is_paused"):
+            raise AirflowError(
+                f"{dag_id} is paused in Airflow, so a run started now would only wait; an "
+                f"operator unpauses it (`airflow dags unpause {dag_id}`)"
+            )
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
         if run_id is not None:
             body["dag_run_id"] = run_id
+        if note is not None:
+            body["note"] = note
         response = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         if response.status_code not in (200, 201):
             raise AirflowError(
@@ -191,7 +203,8 @@ class AirflowClient:
         response.raise_for_status()
         return _dag_run(response.json())
 
-    def _require_dag(self, dag_id: str) -> None:
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        """The DAG's description; AirflowError when Airflow has no such DAG."""
         response = self._request("GET", f"/api/v2/dags/{dag_id}")
         if response.status_code == 404:
             raise AirflowError(
@@ -200,6 +213,7 @@ class AirflowClient:
             )
         if response.status_code != 200:
             raise AirflowError(f"Airflow could not read {dag_id}: HTTP {response.status_code}")
+        return dict(response.json())
 
     # --- assets -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from dashboard.auth import reviewer
 from dashboard.widgets import duration, json_value
 from pipeline.airflow_api import AirflowClient, AirflowError, audit_conf, audit_dag_id
 from pipeline.errors import ConfigError
@@ -140,7 +141,10 @@ else:
 st.divider()
 st.subheader("Trigger an ad-hoc audit")
 settings = data.settings()
+who = reviewer()  # starting runs is a write: only an identified reviewer may
 st.caption(f"Through Airflow's REST API at {settings.airflow_url} (GEOAUDIT_AIRFLOW_URL).")
+if who is None:
+    st.info("Read-only: identify yourself in the sidebar to trigger audits.")
 with st.form("trigger"):
     aoi_names = list(overview["aoi"])
     target = st.selectbox(
@@ -162,9 +166,13 @@ with st.form("trigger"):
     )
     force = st.checkbox("Force a new run even if nothing changed", key="trigger_force")
     repredict = st.checkbox("Ignore the prediction cache", key="trigger_repredict")
-    submitted = st.form_submit_button("Trigger audit", type="primary", disabled=not aoi_names)
+    submitted = st.form_submit_button(
+        "Trigger audit", type="primary", disabled=not aoi_names or who is None
+    )
 
-if submitted:
+if submitted and who is None:  # a crafted request past the disabled button
+    st.error("Not triggered: identify yourself first (every run records who started it).")
+elif submitted:
     try:
         bbox = (
             [float(v) for v in bbox_text.replace(",", " ").split()] if bbox_text.strip() else None
@@ -184,7 +192,9 @@ if submitted:
         )
         try:
             with AirflowClient(settings.airflow_url, settings.airflow_username, password) as client:
-                run = client.trigger(audit_dag_id(target), conf)
+                run = client.trigger(
+                    audit_dag_id(target), conf, note=f"triggered from the dashboard by {who}"
+                )
         except AirflowError as exc:
             st.error(f"Not triggered: {exc}")
         else:

@@ -118,8 +118,19 @@ def test_the_dashboards_airflow_client_against_the_real_api(deployment) -> None:
     _, facts = deployment
     aoi = facts["aoi"]
     with AirflowClient(facts["base"], "admin", PASSWORD, timeout=30) as client:
-        run = client.trigger(audit_dag_id(aoi), audit_conf(facts["step"]), run_id="dash-1")
+        dag_id = audit_dag_id(aoi)
+        # an operator paused the DAG: the client refuses, and never unpauses it
+        client._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+        with pytest.raises(AirflowError, match=rf"{dag_id} is paused in Airflow.*unpause"):
+            client.trigger(dag_id, audit_conf(facts["step"]), run_id="dash-0")
+        assert client.dag(dag_id)["is_paused"] is True
+        client._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        run = client.trigger(
+            dag_id, audit_conf(facts["step"]), run_id="dash-1", note="triggered by ada"
+        )
         assert run.run_id == "dash-1" and run.conf["step"] == facts["step"]
+        raw = client._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/dash-1").json()
+        assert raw["note"] == "triggered by ada"
         deadline = time.monotonic() + 600
         while not run.finished and time.monotonic() < deadline:
             time.sleep(1)

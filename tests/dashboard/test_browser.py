@@ -119,6 +119,13 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
                 errors = page.locator(ERRORS)
                 assert errors.count() == 0, f"/{path}: {errors.first.inner_text()}"
                 assert "Traceback" not in page.inner_text("body"), f"/{path} shows a traceback"
+                # without an identified reviewer, no write path is open over HTTP
+                if path == "runs":
+                    trigger = page.get_by_role("button", name="Trigger audit")
+                    assert trigger.count() == 1 and trigger.is_disabled()
+                if path == "review":
+                    for label in ("Save verdict", "Done reviewing: ask Airflow to retrain"):
+                        assert page.get_by_role("button", name=label).count() == 0, label
                 if path == "hotspots":  # the deck.gl map drew on its canvas
                     assert page.locator("canvas").count() >= 1
                 if path == "tile-inspector":  # four pictures that really loaded

@@ -225,16 +225,31 @@ def test_runs_page_shows_the_validation_suites_of_a_run(open_page, app_env):
     assert "Data Docs" in button.proto.label
 
 
-def test_trigger_against_unreachable_airflow_says_so(open_page):
+def test_triggering_needs_an_identified_reviewer(open_page, monkeypatch):
+    monkeypatch.setenv("GEOAUDIT_REVIEW_PASSWORD", "s3cret")
     at = open_page("runs")
+    assert any("identify yourself in the sidebar to trigger" in i.value for i in at.info)
+    (button,) = [b for b in at.button if b.label == "Trigger audit"]
+    assert button.disabled
+    # a request that presses it anyway reaches no Airflow
+    _submit(at, "Trigger audit")
+    errors = [e.value for e in at.error]
+    assert errors == ["Not triggered: identify yourself first (every run records who started it)."]
+
+
+def test_trigger_against_unreachable_airflow_says_so(open_page, monkeypatch):
+    monkeypatch.setenv("GEOAUDIT_REVIEW_PASSWORD", "s3cret")
+    at = open_page("runs", reviewer="ada")
+    assert not [b for b in at.button if b.label == "Trigger audit"][0].disabled
     at.date_input(key="trigger_step").set_value("2026-06-01")
     _submit(at, "Trigger audit")
     errors = [e.value for e in at.error]
     assert any("not reachable at http://127.0.0.1:9" in e for e in errors), errors
 
 
-def test_trigger_with_a_bad_bbox_names_it(open_page):
-    at = open_page("runs")
+def test_trigger_with_a_bad_bbox_names_it(open_page, monkeypatch):
+    monkeypatch.setenv("GEOAUDIT_REVIEW_PASSWORD", "s3cret")
+    at = open_page("runs", reviewer="ada")
     at.text_input(key="trigger_bbox").set_value("8.55 47.37 8.54")
     _submit(at, "Trigger audit")
     assert any("bbox must be 4 numbers" in e.value for e in at.error), [e.value for e in at.error]
