@@ -8,18 +8,17 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
+import osmium
 import pytest
 import shapely
 import shapely.affinity
 from opendata_servers import osm_buildings
+from osmium.osm import mutable
 
 from pipeline.errors import ConfigError
 from pipeline.sources import open_vector
 from pipeline.sources.base import latest_step
 from pipeline.sources.specs import OsmPbfSpec
-
-osmium = pytest.importorskip("osmium")
-from osmium.osm import mutable  # noqa: E402
 
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 T1 = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)

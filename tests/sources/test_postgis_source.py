@@ -68,7 +68,12 @@ def test_table_reads_the_buildings_reprojected(pg) -> None:  # noqa: ANN001
     url, gdf = pg
     with open_vector(PostGisSpec(url=url, table="osm.buildings", id_column="id")) as src:
         got = src.read()
-        assert src.read_info() == {"n_read": 80, "crs": "EPSG:32645", "dropped": {}}
+        assert src.read_info() == {
+            "n_read": 80,
+            "crs": "EPSG:32645",
+            "dropped": {},
+            "no_geometry": 0,
+        }
     assert got.crs.to_epsg() == 4326 and len(got) == 80
     assert list(got.columns) == ["feature_id", "id", "osm_id", "geometry", "building"]
     assert sorted(got.feature_id) == sorted(gdf.id)

@@ -89,7 +89,7 @@ class Stac:
 @pytest.fixture(scope="module")
 def stac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac]:
     """stac-fastapi-pgstac over a fresh pgstac database holding three dated items."""
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
     from psycopg.types.json import Jsonb
 
     admin = _admin_dsn()
