@@ -43,8 +43,9 @@ def is_locked(exc: BaseException) -> bool:
 
 
 def is_database_fault(exc: BaseException) -> bool:
-    """A fault of the database rather than of the statement or of GeoAudit."""
-    return is_disconnect(exc) or is_locked(exc) or isinstance(exc, OperationalError)
+    """A fault of the database rather than of the statement or of GeoAudit (a lost
+    connection, a lock held too long, any other operational error)."""
+    return isinstance(exc, OperationalError) or is_disconnect(exc)
 
 
 def describe(exc: DBAPIError | DisconnectionError, url: str | URL | None) -> DatabaseFaultError:

@@ -66,10 +66,7 @@ __all__ = [
     "add_snapshot",
     "add_validation_result",
     "previous_snapshot",
-    "unfinished_local_runs",
-    "unfinished_scheduled_runs",
-    "touch_run",
-    "unfinished_scheduled_runs",
+    "unfinished_runs",
     "touch_run",
     "replace_validation_results",
     "validation_history",
@@ -375,26 +372,14 @@ def latest_run(
     return s.scalars(q).first()
 
 
-def unfinished_local_runs(s: Session, aoi_id: int, step: str) -> list[Run]:
-    """Queued or running runs of the AOI and step that no scheduler owns (no
-    ``external_id``): while the caller holds the audit lock, their process is gone."""
+def unfinished_runs(s: Session, aoi_id: int, step: str, *, scheduled: bool) -> list[Run]:
+    """Queued or running runs of the AOI and step, by id: those a scheduler owns (an
+    ``external_id``; their tasks come and go, so only their heartbeat tells if they
+    live), or the local ones (none; while the caller holds the audit lock, their
+    process is gone)."""
+    owner = Run.external_id.is_not(None) if scheduled else Run.external_id.is_(None)
     q = select(Run).where(
-        Run.aoi_id == aoi_id,
-        Run.step == step,
-        Run.status.in_(("queued", "running")),
-        Run.external_id.is_(None),
-    )
-    return list(s.scalars(q.order_by(Run.id)))
-
-
-def unfinished_scheduled_runs(s: Session, aoi_id: int, step: str) -> list[Run]:
-    """Queued or running runs of the AOI and step that a scheduler owns (an
-    ``external_id``): their tasks come and go, so only their heartbeat tells if they live."""
-    q = select(Run).where(
-        Run.aoi_id == aoi_id,
-        Run.step == step,
-        Run.status.in_(("queued", "running")),
-        Run.external_id.is_not(None),
+        Run.aoi_id == aoi_id, Run.step == step, Run.status.in_(("queued", "running")), owner
     )
     return list(s.scalars(q.order_by(Run.id)))
 

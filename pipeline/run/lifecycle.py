@@ -256,12 +256,12 @@ def close_abandoned_runs(
     with write_session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, aoi_name).id
         ids = []
-        for run in repo.unfinished_local_runs(s, aoi_id, step):
+        for run in repo.unfinished_runs(s, aoi_id, step, scheduled=False):
             repo.finish_run(
                 s, run.id, "failed", error="interrupted: its process stopped before it finished"
             )
             ids.append(run.id)
-        for run in repo.unfinished_scheduled_runs(s, aoi_id, step):
+        for run in repo.unfinished_runs(s, aoi_id, step, scheduled=True):
             if run.external_id == own_external_id:
                 continue
             idle = (now - (run.heartbeat_at or run.started_at)).total_seconds()
