@@ -312,6 +312,15 @@ class AoiConfig(BaseModel):
         keep = shapely.intersects(geom, boxes) & ~shapely.touches(geom, boxes)
         return [t for t, k in zip(candidates, keep, strict=True) if k]
 
+    def scored_area(self) -> BaseGeometry:
+        """The ground an audit judges (EPSG:4326): the union of the AOI's tiles. It
+        reaches past the outline to whole tiles, so the open data is compared over it
+        too; a building on a scored tile but just outside the outline is then matched
+        against its own footprint instead of turning into a ``missing_in_opendata``
+        finding (and a training label of "no building")."""
+        boxes = shapely.box(*np.array([lnglat_bounds(t) for t in self.tiles()]).T)
+        return shapely.coverage_union_all(boxes)
+
     def shards(self) -> dict[Shard, list[Tile]]:
         """The AOI's tiles grouped into shards."""
         return group_into_shards(self.tiles(), self.shard_zoom)

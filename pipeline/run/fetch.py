@@ -203,21 +203,25 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapsho
     with Session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, config.name).id
     source_name = mask_url(config.opendata.path.replace("{step}", dated))
+    # the footprints over every scored tile, not only inside the outline: the edge
+    # tiles and the tiles around a hole are scored whole
+    area = config.scored_area()
     with open_vector(
-        config.opendata, step=dated, base_dir=config.base_dir, bbox=config.bounds
+        config.opendata, step=dated, base_dir=config.base_dir, bbox=area.bounds
     ) as source:
-        fingerprint = source.fingerprint()
+        # the snapshot depends on the source, the area read and the attributes profiled
         required = config.validation.required_attributes
-        if required:  # the stored profile counts them: another list needs another profile
-            fingerprint = hashlib.sha256(f"{fingerprint}|{sorted(required)}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(
+            f"{source.fingerprint()}|{area.wkb_hex}|{sorted(required)}".encode()
+        ).hexdigest()
         reused = _reusable(ctx, aoi_id, "opendata", step, fingerprint, started, dated)
         if reused:
             return reused
-        frame = source.read(bbox=config.bounds)
+        frame = source.read(bbox=area.bounds)
         read_info = source.read_info()
     # profiled as read (before clipping and repair): NaN coordinates, invalid rings, etc.
     profile = opendata_feature_profile(frame, config.validation.required_attributes)
-    frame = frame[frame.intersects(config.geometry)]
+    frame = frame[frame.intersects(area)]
     if frame.empty:
         raise VectorDataError(f"open data {source_name!r} has no polygon over AOI {config.name!r}")
     frame, stats = prepare_footprints(frame)

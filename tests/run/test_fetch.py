@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.aoi import AoiConfig
+from pipeline.aoi.registry import register_aoi
 from pipeline.db import repo
 from pipeline.db.models import Snapshot
 from pipeline.errors import ConfigError, CoverageError, ImageryError, VectorDataError
@@ -253,9 +254,9 @@ def test_open_data_is_stored_with_its_profile(real_aoi: RealAoi) -> None:
         frame["feature_id"].str.cat(sep="\n").encode() + b"".join(frame.geometry.to_wkb())
     ).hexdigest()
     assert fetched.content_hash == expected
-    # the footprints are those of the source that touch the AOI
+    # the footprints are those of the source that touch the AOI's tiles
     source = gpd.read_file(DATA / "buildings_osm.geojson")
-    touching = source[source.intersects(config.geometry)]
+    touching = source[source.intersects(config.scored_area())]
     assert len(frame) == len(touching)
     with_id = {str(int(v)) for v in touching["osm_id"].dropna()}
     assert with_id and with_id <= set(frame["feature_id"])
@@ -269,6 +270,30 @@ def test_open_data_is_stored_with_its_profile(real_aoi: RealAoi) -> None:
     assert (profile["area_m2"] > 1).all() and (profile["n_missing_required"] == 0).all()
     again = fetch_opendata(ctx, config, STEP)
     assert again.reused and again.snapshot_id == fetched.snapshot_id
+
+
+def test_open_data_covers_the_scored_tiles_beyond_the_outline(real_aoi: RealAoi) -> None:
+    """The edge tiles of an outline that does not follow tile edges are scored whole:
+    their footprints outside the outline are compared too (dropped, each building the
+    imagery shows there was a ``missing_in_opendata`` finding and a "no building" label)."""
+    ctx = real_aoi.ctx
+    west, south, east, north = real_aoi.config.bounds
+    dx, dy = (east - west) / 5, (north - south) / 5
+    inner = register(ctx, "inner", bbox=(west + dx, south + dy, east - dx, north - dy))
+    area = inner.scored_area()
+    assert area.covers(inner.geometry) and area.area > 1.2 * inner.geometry.area
+    fetched = fetch_opendata(ctx, inner, STEP)
+    with Session(ctx.engine) as s:
+        frame = read_opendata(ctx, opendata_snapshot(s, fetched.snapshot_id))
+    source = gpd.read_file(DATA / "buildings_osm.geojson")
+    on_tiles = source[source.intersects(area)]
+    assert len(frame) == len(on_tiles) > int(source.intersects(inner.geometry).sum())
+    assert fetch_opendata(ctx, inner, STEP).reused
+    # the AOI's outline redrawn over the same source: fetched again, never the old area
+    corner = (west + dx, south + dy, west + 1.5 * dx, south + 1.5 * dy)
+    redrawn = register_aoi(ctx, inner.model_copy(update={"bbox": corner}))
+    assert not redrawn.scored_area().equals(area)
+    assert not fetch_opendata(ctx, redrawn, STEP).reused
 
 
 def test_changed_open_data_is_a_new_snapshot(real_aoi: RealAoi, own_opendata: Owned) -> None:
