@@ -23,6 +23,7 @@ COPY pipeline ./pipeline
 COPY sql ./sql
 COPY dags ./dags
 COPY dashboard ./dashboard
+COPY docker/airflow ./docker/airflow
 RUN pip install --no-cache-dir -e '.[airflow,dashboard]'
 
 RUN useradd --create-home --uid 50000 geoaudit \

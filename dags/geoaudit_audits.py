@@ -24,6 +24,7 @@ from pipeline.airflow_api import (
     results_asset_uri,
     retrain_dag_id,
     reviews_asset_uri,
+    trigger_role_access,
 )
 from pipeline.aoi.config import AoiConfig, scan_aoi_folder
 from pipeline.aoi.steps import STEP_PATTERN, step_of
@@ -34,6 +35,8 @@ START = pendulum.datetime(2025, 1, 1, tz="UTC")
 GPU_QUEUE = os.environ.get("GEOAUDIT_GPU_QUEUE", "default")  # "gpu" on a GPU deployment
 GPU_POOL = os.environ.get("GEOAUDIT_GPU_POOL", "default_pool")
 RETRIES = int(os.environ.get("GEOAUDIT_TASK_RETRIES", "2"))
+# the dashboard's Airflow role under the FAB auth manager (docker-compose.yml creates it)
+TRIGGER_ROLE = os.environ.get("GEOAUDIT_AIRFLOW_TRIGGER_ROLE") or None
 
 
 def results_asset(aoi: str) -> Asset:
@@ -154,6 +157,7 @@ def build_audit_dag(config: AoiConfig):
         start_date=START,
         catchup=False,
         max_active_runs=1,
+        access_control=trigger_role_access(TRIGGER_ROLE, audit=True),
         tags=["geoaudit", "audit", *config.tags],
         doc_md=(
             f"### Audit of AOI `{name}`\n\n{config.description}\n\n"
@@ -234,6 +238,7 @@ def build_retrain_dag(config: AoiConfig):
         start_date=START,
         catchup=False,
         max_active_runs=1,
+        access_control=trigger_role_access(TRIGGER_ROLE, audit=False),
         tags=["geoaudit", "retrain", *config.tags],
         doc_md=(
             f"### Retraining for AOI `{name}`\n\nMonthly, and when reviewers give verdicts: "

@@ -41,6 +41,19 @@ def reviews_asset_uri(aoi: str) -> str:
     return f"geoaudit://aoi/{aoi}/reviews"
 
 
+def trigger_role_access(role: str | None, *, audit: bool) -> dict[str, dict[str, set[str]]] | None:
+    """The ``access_control`` of a GeoAudit DAG for the dashboard's Airflow role (FAB
+    auth manager; ``GEOAUDIT_AIRFLOW_TRIGGER_ROLE``): on an audit DAG, read it and its
+    runs and start runs (FAB asks for "edit" on the DAG to start one); on a retraining
+    DAG, read only (reviews start it through an Asset event). Never delete. None without
+    a role: the deployment manages access by its own roles."""
+    if not role:
+        return None
+    if audit:
+        return {role: {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}}
+    return {role: {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}}
+
+
 def audit_conf(
     step: str | None = None,
     *,
@@ -131,10 +144,15 @@ class AirflowClient:
             raise AirflowUnreachable(
                 f"Airflow is not reachable at {self.base_url}: {exc.__class__.__name__}: {exc}"
             ) from exc
-        if response.status_code in (401, 403):
+        if response.status_code == 401:
             raise AirflowError(
                 f"Airflow at {self.base_url} refused {method} {path} for user "
-                f"{self._username!r} (HTTP {response.status_code}): check the credentials"
+                f"{self._username!r} (HTTP 401): check the credentials"
+            )
+        if response.status_code == 403:
+            raise AirflowError(
+                f"Airflow at {self.base_url} does not allow user {self._username!r} to "
+                f"{method} {path} (HTTP 403): its Airflow role does not grant it"
             )
         return response
 

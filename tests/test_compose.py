@@ -25,7 +25,12 @@ ENV_EXAMPLE = dict(
     if line and not line.startswith("#")
 )
 # variables the DAG files read besides the Settings fields
-DAG_ENV = {"GEOAUDIT_GPU_QUEUE", "GEOAUDIT_GPU_POOL", "GEOAUDIT_TASK_RETRIES"}
+DAG_ENV = {
+    "GEOAUDIT_GPU_QUEUE",
+    "GEOAUDIT_GPU_POOL",
+    "GEOAUDIT_TASK_RETRIES",
+    "GEOAUDIT_AIRFLOW_TRIGGER_ROLE",
+}
 
 
 # what an operator puts into .env for the secrets .env.example leaves empty
@@ -34,8 +39,9 @@ OPERATOR_SECRETS = {
     "AIRFLOW_SECRET_KEY": "api-secret-2",
     "AIRFLOW_JWT_SECRET": "jwt-secret-3",
     "AIRFLOW_FERNET_KEY": "7i2uBTIo0PLoH3l7xYsH2iRdd0Vsr0Wk4jOlGAd1fZA=",
-    "AIRFLOW_USERS": "ops:admin,geoaudit-dashboard:user",
-    "GEOAUDIT_AIRFLOW_USERNAME": "geoaudit-dashboard",
+    "AIRFLOW_ADMIN_USERNAME": "ops",
+    "AIRFLOW_ADMIN_PASSWORD": "admin-secret-4",
+    "GEOAUDIT_AIRFLOW_PASSWORD": "dashboard-secret-5",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|USERS|USERNAME")
 
@@ -185,6 +191,13 @@ def _commands() -> list[tuple[str, list[str]]]:
 def test_every_command_exists(service, command, tmp_path) -> None:
     """Each command's program and sub-command parse with --help in this environment."""
     program, args = command[0], command[1:]
+    if program == "bash":  # a script of the image: it exists and parses (its airflow
+        # commands run for real in tests/dags/test_distributed.py)
+        script = ROOT / args[0]
+        assert script.is_file(), f"{service}: no {args[0]}"
+        assert f"COPY {script.parent.relative_to(ROOT)} " in (ROOT / "Dockerfile").read_text()
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        return
     assert program in {"airflow", "geoaudit", "streamlit"}, f"{service}: unexpected {program}"
     subcommand = [a for a in args if not a.startswith("-")][
         : 2 if args[0] in {"celery", "db", "pools"} else 1
@@ -276,3 +289,29 @@ def test_geoaudit_containers_run_as_the_unprivileged_user() -> None:
     assert {"dashboard", "airflow-worker", "airflow-apiserver"} <= set(ours)
     for name in ours:
         assert str(SERVICES[name]["user"]).split(":")[0] == "50000", name
+
+
+def test_airflow_runs_with_roles_and_the_dashboard_has_its_own_limited_account() -> None:
+    """The FAB auth manager (roles per DAG); the DAGs grant the trigger role its rights
+    and docker/airflow/accounts.sh creates that role and the dashboard's account."""
+    from pipeline.airflow_api import trigger_role_access
+
+    env = environment("airflow-scheduler")
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager")
+    role = env["GEOAUDIT_AIRFLOW_TRIGGER_ROLE"]
+    assert all(environment(n)["GEOAUDIT_AIRFLOW_TRIGGER_ROLE"] == role for n in AIRFLOW_SERVICES)
+    assert trigger_role_access(role, audit=True) == {
+        role: {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+    }
+    assert trigger_role_access(role, audit=False) == {
+        role: {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
+    }
+    init = environment("airflow-init")
+    dashboard = environment("dashboard")
+    for key in ("GEOAUDIT_AIRFLOW_USERNAME", "GEOAUDIT_AIRFLOW_PASSWORD"):
+        assert init[key] == dashboard[key] != ""
+    assert init["AIRFLOW_ADMIN_USERNAME"] != init["GEOAUDIT_AIRFLOW_USERNAME"]
+    assert "bash docker/airflow/accounts.sh" in SERVICES["airflow-init"]["command"][2]
+    script = (ROOT / "docker" / "airflow" / "accounts.sh").read_text(encoding="utf-8")
+    assert "GEOAUDIT_AIRFLOW_TRIGGER_ROLE:-GeoAuditTrigger" in script
+    assert role == "GeoAuditTrigger"

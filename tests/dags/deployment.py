@@ -10,12 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+TRIGGER_ROLE = "GeoAuditTrigger"  # as in docker-compose.yml
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
@@ -36,8 +39,13 @@ def airflow_env(
     geoaudit_home: Path,
     geoaudit_url: str,
     broker_url: str | None = None,
+    auth: str = "simple",
 ) -> dict[str, str]:
-    """Environment of every component: metadata DB, executor, API, auth, GeoAudit."""
+    """Environment of every component: metadata DB, executor, API, auth, GeoAudit.
+
+    ``auth``: ``simple`` (SimpleAuthManager, user ``admin``) or ``fab`` (the FAB auth
+    manager with roles, as docker-compose.yml runs it: :func:`create_fab_accounts`
+    after :func:`migrate`)."""
     env = {
         **os.environ,
         "PATH": f"{Path(AIRFLOW).parent}:{os.environ.get('PATH', '')}",
@@ -72,6 +80,9 @@ def airflow_env(
         env["AIRFLOW__CELERY__BROKER_URL"] = broker_url
         env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{meta_url}"
         env["AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER"] = "1"
+    if auth == "fab":
+        env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
+        env["GEOAUDIT_AIRFLOW_TRIGGER_ROLE"] = TRIGGER_ROLE
     env.pop("GEOAUDIT_AOI_DIR", None)
 
     (airflow_home / "passwords.json").write_text(json.dumps({"admin": password}))
@@ -85,6 +96,27 @@ def migrate(env: dict[str, str]) -> None:
     )
     if out.returncode:
         raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")
+
+
+def create_fab_accounts(env: dict[str, str], admin_password: str, dashboard_password: str) -> None:
+    """The accounts docker-compose.yml's airflow-init creates, by the same script
+    (``docker/airflow/accounts.sh``): ``admin`` (Admin) and ``dashboard`` with the
+    trigger role."""
+    accounts = {
+        "AIRFLOW_ADMIN_USERNAME": "admin",
+        "AIRFLOW_ADMIN_PASSWORD": admin_password,
+        "GEOAUDIT_AIRFLOW_USERNAME": "dashboard",
+        "GEOAUDIT_AIRFLOW_PASSWORD": dashboard_password,
+    }
+    out = subprocess.run(
+        ["bash", str(ROOT / "docker" / "airflow" / "accounts.sh")],
+        env={**env, **accounts},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode:
+        raise RuntimeError(f"docker/airflow/accounts.sh failed:\n{out.stderr[-3000:]}")
 
 
 class Deployment:
@@ -171,16 +203,19 @@ class Api:
         )
         self.deployment = deployment
 
-    def trigger_and_wait(self, dag_id: str, run_id: str, conf: dict, timeout: float = 900):
-        """Unpause, trigger, wait for the end; (state, seconds, task instances)."""
+    def wait_parsed(self, dag_id: str) -> None:
+        """Wait until the dag-processor has stored ``dag_id``."""
         wait_for(
             f"{dag_id} to be parsed",
             lambda: self.client.get(f"/api/v2/dags/{dag_id}").status_code == 200,
             240,
             self.deployment,
         )
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict) -> None:
+        """Wait for the DAG to be parsed, unpause it and start run ``run_id``."""
+        self.wait_parsed(dag_id)
         self.client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
-        t0 = time.perf_counter()
         resp = self.client.post(
             f"/api/v2/dags/{dag_id}/dagRuns",
             json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
@@ -188,13 +223,62 @@ class Api:
         if resp.status_code not in (200, 201):
             raise AssertionError(f"trigger refused: {resp.status_code} {resp.text}")
 
+    def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> tuple[str, list[dict]]:
+        """Wait for run ``run_id`` to end; (state, task instances)."""
+
         def finished():
             state = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
             return state if state in ("success", "failed") else None
 
         state = wait_for(f"run {run_id}", finished, timeout, self.deployment, every=1.0)
-        seconds = time.perf_counter() - t0
         tis = self.client.get(
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
         ).json()["task_instances"]
-        return state, seconds, tis
+        return state, tis
+
+    def trigger_and_wait(self, dag_id: str, run_id: str, conf: dict, timeout: float = 900):
+        """Unpause, trigger, wait for the end; (state, seconds, task instances)."""
+        t0 = time.perf_counter()
+        self.trigger(dag_id, run_id, conf)
+        state, tis = self.wait(dag_id, run_id, timeout)
+        return state, time.perf_counter() - t0, tis
+
+
+class MemorySampler:
+    """Peak resident memory of each component's process tree (the Celery worker, its
+    pool child and the task processes it forks), sampled every ``every`` seconds in a
+    background thread while the ``with`` block runs."""
+
+    def __init__(self, deployment: Deployment, names: list[str], every: float = 0.25) -> None:
+        self.deployment, self.names, self.every = deployment, names, every
+        self.peak_bytes = dict.fromkeys(names, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for name in self.names:
+                self.peak_bytes[name] = max(self.peak_bytes[name], self._tree_rss(psutil, name))
+            self._stop.wait(self.every)
+
+    def _tree_rss(self, psutil, name: str) -> int:  # noqa: ANN001
+        try:
+            root = psutil.Process(self.deployment.procs[name].pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += proc.memory_info().rss
+        return total
