@@ -48,6 +48,15 @@ def test_help_everywhere(args: list[str]) -> None:
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+    assert "``" not in result.output  # docstring markup rendered, not shown raw
+
+
+def test_version() -> None:
+    from importlib import metadata
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"geoaudit {metadata.version('geoaudit')}"
 
 
 def test_init_creates_the_embedded_database(home: Path) -> None:

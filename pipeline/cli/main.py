@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import typer
 
 from pipeline.cli import (
@@ -20,7 +22,26 @@ app = typer.Typer(
     help="Audit open building footprints against imagery: fetch, train, audit, report.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    # docstrings are the help: ``code`` renders as code, not as literal backticks
+    rich_markup_mode="markdown",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"geoaudit {metadata.version('geoaudit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Audit open building footprints against imagery: fetch, train, audit, report."""
+
+
 app.command("init")(setup_cmd.init)
 app.add_typer(aoi_cmd.app, name="aoi")
 app.add_typer(sample_cmd.app, name="sample")
