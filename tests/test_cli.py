@@ -123,3 +123,16 @@ def test_an_unreachable_database_is_one_masked_line_and_exit_4(
         assert len(lines) == 1 and lines[0].startswith("error: database "), result.output
         assert f"127.0.0.1:{port}" in lines[0] and "Connection refused" in lines[0]
         assert "hunter2" not in result.output and "geoaudit:***@" in lines[0]
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command's output redirected to a log gets no progress bars (thousands of lines)."""
+    import sys
+
+    from pipeline.cli.common import context
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert context().progress is False
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert context().progress is True
+    assert context(progress=False).progress is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -70,10 +71,11 @@ def _database_url() -> str | None:
 
 
 def context(progress: bool = True) -> Context:
-    """Settings → logging → database + artifact store, ready for a command."""
+    """Settings → logging → database + artifact store, ready for a command. Progress
+    bars only on a terminal (they write to stderr): a log file or a pipe gets none."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return open_context(settings, progress=progress)
+    return open_context(settings, progress=progress and sys.stderr.isatty())
 
 
 def print_json(data: Any) -> None:
