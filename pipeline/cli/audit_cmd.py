@@ -22,7 +22,7 @@ from pipeline.cli.common import (
 
 
 @guarded
-def fetch(aoi: AoiName, step: StepOption) -> None:
+def fetch(aoi: AoiName, step: StepOption, as_json: JsonFlag = False) -> None:
     """Snapshot the AOI's imagery and open data for a time step."""
     from pipeline.run.fetch import fetch_imagery, fetch_opendata
 
@@ -30,6 +30,9 @@ def fetch(aoi: AoiName, step: StepOption) -> None:
     config = get_aoi_config(ctx, aoi)
     imagery = fetch_imagery(ctx, config, step)
     opendata = fetch_opendata(ctx, config, step)
+    if as_json:
+        print_json({"imagery": imagery.to_xcom(), "opendata": opendata.to_xcom()})
+        return
     for kind, ref in (("imagery", imagery), ("open data", opendata)):
         state = "unchanged, reused" if ref.reused else "stored"
         console.print(f"{kind}: snapshot {ref.snapshot_id} ({ref.content_hash[:12]}) {state}")
@@ -87,7 +90,10 @@ def predict(
     model_version: Annotated[
         int | None, typer.Option(help="Model version id; default production.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Ignore the prediction cache.")] = False,
+    repredict: Annotated[
+        bool, typer.Option(help="Ignore the prediction cache (as `audit --repredict`).")
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Predict building masks for every shard (cached per imagery hash and model)."""
     from pipeline.run import layout
@@ -102,12 +108,23 @@ def predict(
     mv_id = resolve_model_version(ctx, config, model_version)
     with Session(ctx.engine) as s:
         imagery = imagery_snapshot(s, fetched.snapshot_id)
-    predictions = predict_imagery(ctx, config, imagery, mv_id, repredict=force)
+    predictions = predict_imagery(ctx, config, imagery, mv_id, repredict=repredict)
     hits = sum(p.cache_hit for p in predictions.values())
+    folder = ctx.store.uri(layout.predictions_folder(aoi, mv_id))
+    if as_json:
+        print_json(
+            {
+                "model_version_id": mv_id,
+                "shards": len(predictions),
+                "cache_hits": hits,
+                "mosaics": folder,
+            }
+        )
+        return
     console.print(
         f"{len(predictions)} shards predicted with model version {mv_id} ({hits} from cache)"
     )
-    console.print(f"mosaics under {ctx.store.uri(layout.predictions_folder(aoi, mv_id))}")
+    console.print(f"mosaics under {folder}")
 
 
 @guarded

@@ -90,6 +90,7 @@ def export(
     limit: Annotated[
         int | None, typer.Option(help="At most this many composites (worst QoD first).")
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Export findings and changes (GeoJSON/GeoPackage) and composite PNG tiles."""
     from pipeline.results.export import export_run
@@ -102,6 +103,16 @@ def export(
     result = export_run(
         ctx, run_id, out, fmt=fmt, composites=composites, flagged_only=not all_tiles, limit=limit
     )  # type: ignore[arg-type]
+    if as_json:
+        print_json(
+            {
+                "run_id": run_id,
+                "findings": str(result.findings),
+                "changes": str(result.changes) if result.changes else None,
+                "composites": [str(p) for p in result.composites],
+            }
+        )
+        return
     console.print(f"findings: {result.findings}")
     if result.changes:
         console.print(f"changes:  {result.changes}")

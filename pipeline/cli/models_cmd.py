@@ -70,9 +70,11 @@ def promote(model_version: Annotated[int, typer.Argument(help="Model version id.
 def export(
     model_version: Annotated[int, typer.Argument(help="Model version id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Target .onnx file.")],
+    as_json: JsonFlag = False,
 ) -> None:
-    """Export a model version to ONNX for serving elsewhere."""
-    from pipeline.model.export import export_onnx
+    """Export a model version to ONNX for serving elsewhere (a version trained in folds:
+    the mean of its fold models)."""
+    from pipeline.model.export import export_onnx, servable
     from pipeline.run.predict import load_model_version
 
     ctx = context(progress=False)
@@ -82,6 +84,9 @@ def export(
     from pipeline.model.net import ModelSpec
 
     spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_params.items()})
-    model = load_model_version(ctx, model_version)
-    path = export_onnx(model.cpu(), spec, out)
+    model = servable(load_model_version(ctx, model_version).models)
+    path = export_onnx(model, spec, out)
+    if as_json:
+        print_json({"model_version_id": model_version, "onnx": str(path)})
+        return
     console.print(f"ONNX model written to {path}")

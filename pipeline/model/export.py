@@ -3,7 +3,9 @@
 Exported graphs keep the GeoAudit input contract: input ``image`` float32
 ``(N, C, H, W)`` with raw 0..255 values (normalisation is inside the graph), ``H`` and
 ``W`` multiples of ``2 ** encoder_depth``; output ``logits`` ``(N, 1, H, W)``
-(probability = sigmoid(logits)).
+(probability = sigmoid(logits)). A version trained in k spatial folds exports as one
+network: the mean of its fold models' logits (:func:`servable`), since new imagery was
+held out by none of them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -24,6 +27,25 @@ from pipeline.model.net import ModelSpec
 log = logging.getLogger(__name__)
 
 _EXAMPLE_SIDE = 256
+
+
+class FoldEnsemble(nn.Module):
+    """A model version's fold models as one network: the mean of their logits."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.folds = nn.ModuleList(models)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(image) for model in self.folds]).mean(dim=0)
+
+
+def servable(models: Sequence[nn.Module]) -> nn.Module:
+    """The network to serve for a version's fold models: the model itself when there is
+    one, else their :class:`FoldEnsemble`."""
+    if not models:
+        raise ModelError("a model version without models cannot be exported")
+    return models[0] if len(models) == 1 else FoldEnsemble(models)
 
 
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:

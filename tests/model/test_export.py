@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline.model.export import export_onnx, export_torchscript
+from pipeline.model.export import FoldEnsemble, export_onnx, export_torchscript, servable
 
 from .conftest import random_image
 
@@ -40,3 +40,22 @@ def test_torchscript_matches_torch(trained, tmp_path, batch):
         np.testing.assert_allclose(
             scripted(batch).numpy(), trained.model.eval()(batch).numpy(), atol=1e-4, rtol=1e-4
         )
+
+
+def test_a_fold_set_exports_as_the_mean_of_its_fold_models(trained, tmp_path, batch):
+    """A version trained in folds is served as one network: the mean of the folds' logits."""
+    import copy
+
+    other = copy.deepcopy(trained.model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.9)
+    assert servable([trained.model]) is trained.model
+    ensemble = servable([trained.model, other])
+    assert isinstance(ensemble, FoldEnsemble)
+    path = export_onnx(ensemble, trained.spec, tmp_path / "folds.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"image": batch.numpy()})
+    with torch.no_grad():
+        expected = (trained.model.eval()(batch) + other.eval()(batch)).numpy() / 2
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)
