@@ -23,6 +23,7 @@ COPY pipeline ./pipeline
 COPY sql ./sql
 COPY dags ./dags
 COPY dashboard ./dashboard
+COPY .streamlit/config.toml ./.streamlit/config.toml
 COPY docker/airflow ./docker/airflow
 RUN pip install --no-cache-dir -e '.[airflow,dashboard]'
 

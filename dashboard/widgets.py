@@ -120,3 +120,15 @@ def json_value(value: Any) -> Any:
         except ValueError:
             return None
     return value if isinstance(value, dict | list) else None
+
+
+def rounded(value: Any, digits: int = 3) -> Any:
+    """``value`` (JSON-like) with every float rounded for reading (242.619100159 s is
+    242.619 s); other values as they are."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from dashboard.widgets import rounded
 
 st.title("Models")
 models = data.models()
@@ -47,6 +48,11 @@ st.dataframe(
     column_config={
         "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
         "promoted_at": st.column_config.DatetimeColumn("Promoted", format="YYYY-MM-DD HH:mm"),
+        **{
+            c: st.column_config.NumberColumn(c, format="%.3f")
+            for c in numeric
+            if pd.api.types.is_float_dtype(metrics[c])
+        },
     },
 )
 pick = st.selectbox(
@@ -55,8 +61,14 @@ pick = st.selectbox(
 row = models[models["id"] == pick].iloc[0]
 left, right = st.columns(2)
 left.markdown("**Metrics**")
-left.json(row["metrics"])
+left.json(rounded(row["metrics"]))
 right.markdown("**Training data and parameters**")
 right.json(
-    {"training_data": row["training_data"], "params": row["params"], "weights": row["weights_uri"]}
+    rounded(
+        {
+            "training_data": row["training_data"],
+            "params": row["params"],
+            "weights": row["weights_uri"],
+        }
+    )
 )

@@ -119,6 +119,9 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
                 errors = page.locator(ERRORS)
                 assert errors.count() == 0, f"/{path}: {errors.first.inner_text()}"
                 assert "Traceback" not in page.inner_text("body"), f"/{path} shows a traceback"
+                # .streamlit/config.toml: a viewer's toolbar, no Deploy button
+                assert page.locator("[data-testid=stAppDeployButton]").count() == 0
+                assert page.get_by_role("button", name="Deploy").count() == 0
                 # without an identified reviewer, no write path is open over HTTP
                 if path == "runs":
                     trigger = page.get_by_role("button", name="Trigger audit")

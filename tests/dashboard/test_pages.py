@@ -260,6 +260,10 @@ def test_models_page_shows_the_production_version(open_page, app_env):
     assert set(at.dataframe[0].value["id"]) == {mv.id for mv in versions}
     labels = {m.label: m.value for m in at.metric}
     assert labels[f"In production: {prod[0].name}"] == f"v{prod[0].version}"
+    # metrics read as numbers, not float noise (train_seconds 242.61910015900003)
+    shown = json.loads(at.json[0].value)
+    floats = [v for v in shown.values() if isinstance(v, float)]
+    assert floats and all(round(v, 3) == v for v in floats)
 
 
 def _submit(at, label: str) -> None:
