@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
+from pipeline.db.geopackage import register_functions
 from pipeline.db.types import to_jsonable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -32,7 +33,7 @@ def normalize_url(url: str | URL) -> URL:
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """Engine for ``url``, tuned per dialect.
 
-    SQLite: foreign keys on, WAL journal, busy timeout 30 s, and explicit
+    SQLite: GeoPackage functions, foreign keys on, WAL journal, busy timeout 30 s, and explicit
     ``BEGIN`` so transactions and savepoints behave as on PostgreSQL; write
     transactions (:func:`write_session`) begin ``IMMEDIATE``.
     PostgreSQL: ``pool_pre_ping``. ``kwargs`` go to :func:`sqlalchemy.create_engine`.
@@ -54,6 +55,8 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # let SQLAlchemy, not pysqlite, decide where transactions begin (see "begin")
         dbapi_conn.isolation_level = None
+        # the GeoPackage spatial-index triggers call these on every geometry write
+        register_functions(dbapi_conn)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

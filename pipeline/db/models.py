@@ -1,8 +1,9 @@
 """ORM models: one class per table, the schema of record for ``sql/migrations``.
 
 Every geometry is a :class:`~pipeline.db.types.Geometry` (EPSG:4326, PostGIS on
-PostgreSQL with a GiST index, WKB on SQLite). Results of a run (shards, tile
-scores, findings, changes, the AOI score, hotspots, validation results) are
+PostgreSQL with a GiST index, GeoPackage binary with an R*Tree index on SQLite).
+Results of a run (shards, tile scores, findings, changes, the AOI score, hotspots,
+validation results) are
 deleted with the run (``ON DELETE CASCADE``); runs, snapshots and reviews are
 deleted with their AOI. Closed vocabularies are CHECK constraints; their
 values are the ``*_VALUES`` tuples below.
@@ -291,7 +292,7 @@ class Finding(Base):
     tile_z: Mapped[int | None] = mapped_column(Integer)
     tile_x: Mapped[int | None] = mapped_column(Integer)
     tile_y: Mapped[int | None] = mapped_column(Integer)
-    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("GEOMETRY"))
+    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("MULTIPOLYGON"))
 
 
 class Change(Base):
@@ -313,7 +314,7 @@ class Change(Base):
     area_m2: Mapped[float | None] = mapped_column(Float)
     confidence: Mapped[float | None] = mapped_column(Float)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("GEOMETRY"))
+    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("MULTIPOLYGON"))
 
 
 class AoiScore(Base):
@@ -348,7 +349,8 @@ class AoiScore(Base):
 
 
 class Hotspot(Base):
-    """A cell where findings cluster, ranked within its run (Getis-Ord Gi* where computed)."""
+    """A cell where findings cluster significantly (Getis-Ord Gi*, FDR-corrected), clipped
+    to the AOI and ranked within its run."""
 
     __tablename__ = "hotspot"
     __table_args__ = (UniqueConstraint("run_id", "rank"), gist_index("hotspot"))
@@ -360,8 +362,11 @@ class Hotspot(Base):
     x: Mapped[int] = mapped_column(Integer)
     y: Mapped[int] = mapped_column(Integer)
     gi_star: Mapped[float | None] = mapped_column(Float)
+    # the permutation p-value and its Benjamini-Hochberg adjustment over the run's cells
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
     n_findings: Mapped[int] = mapped_column(Integer, server_default="0")
-    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("POLYGON"))
+    geometry: Mapped[BaseGeometry] = mapped_column(Geometry("MULTIPOLYGON"))
 
 
 class ValidationResult(Base):

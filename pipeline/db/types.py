@@ -1,8 +1,8 @@
 """Column types that behave the same on PostgreSQL/PostGIS and on SQLite.
 
 * :class:`Geometry` — shapely geometries in EPSG:4326 on the Python side;
-  PostGIS ``geometry(<type>, 4326)`` on PostgreSQL (QGIS opens the tables
-  directly), WKB ``BLOB`` on SQLite.
+  PostGIS ``geometry(<type>, 4326)`` on PostgreSQL, GeoPackage binary on SQLite
+  (see :mod:`pipeline.db.geopackage`): GIS clients open either store directly.
 * :class:`JSONType` — ``JSONB`` on PostgreSQL, ``JSON`` on SQLite; numpy
   scalars/arrays become plain numbers/lists and non-finite floats become ``null``.
 * :class:`UtcDateTime` — ``timestamptz`` / SQLite text; always returns aware UTC
@@ -24,13 +24,31 @@ import shapely
 import sqlalchemy as sa
 from geoalchemy2.elements import _SpatialElement
 from shapely.geometry.base import BaseGeometry
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from pipeline.db import geopackage
 from pipeline.db.errors import RowError
+from pipeline.geometries import as_multipolygon
 
 SRID = 4326
+
+
+# SQLite columns are declared with GeoPackage's data types, which GIS clients read
+# without a warning: VARCHAR(n) is TEXT(n) and JSON is TEXT there.
+@compiles(sa.String, "sqlite")
+@compiles(sa.VARCHAR, "sqlite")
+def _sqlite_text(type_: sa.String, compiler: Any, **kw: Any) -> str:
+    return f"TEXT({type_.length})" if type_.length else "TEXT"
+
+
+@compiles(sa.JSON, "sqlite")
+@compiles(sqlite.JSON, "sqlite")
+def _sqlite_json(type_: sa.JSON, compiler: Any, **kw: Any) -> str:
+    return "TEXT"
 
 # OGC type name (as PostGIS spells it) -> shapely type id
 _TYPE_IDS = {
@@ -50,8 +68,9 @@ def check_geometries(
     """Check shapely geometries for a column and return them 2-D as an object array.
 
     Rules: every value is a shapely geometry (no ``None``), of ``geometry_type``
-    unless that is ``GEOMETRY``, with lon in [-180, 180] and lat in [-90, 90]
-    (i.e. EPSG:4326, not web-mercator metres). ``label`` names the input in errors.
+    unless that is ``GEOMETRY`` (a ``MULTIPOLYGON`` column takes polygons too, see
+    :func:`as_multipolygon`), with lon in [-180, 180] and lat in [-90, 90] (i.e.
+    EPSG:4326, not web-mercator metres). ``label`` names the input in errors.
     """
     arr = np.empty(len(geoms), dtype=object)
     arr[:] = list(geoms)
@@ -64,6 +83,8 @@ def check_geometries(
     if not len(arr):
         return arr
     geometry_type = geometry_type.upper()
+    if geometry_type == "MULTIPOLYGON":
+        arr[:] = [as_multipolygon(g) for g in arr]
     if geometry_type != "GEOMETRY":
         bad = shapely.get_type_id(arr) != _TYPE_IDS[geometry_type]
         if bad.any():
@@ -92,6 +113,8 @@ def check_geometry(geom: Any, geometry_type: str = "GEOMETRY") -> BaseGeometry:
     """:func:`check_geometries` for one value (the per-row path used when binding)."""
     if not isinstance(geom, BaseGeometry):
         raise RowError(f"expected a shapely geometry in EPSG:4326, got {type(geom).__name__}")
+    if geometry_type == "MULTIPOLYGON":
+        geom = as_multipolygon(geom)
     if geometry_type != "GEOMETRY" and geom.geom_type.upper() != geometry_type:
         raise RowError(f"column holds {geometry_type} geometries, got {geom.geom_type}")
     if not geom.is_empty:
@@ -105,7 +128,9 @@ def check_geometry(geom: Any, geometry_type: str = "GEOMETRY") -> BaseGeometry:
 
 
 class Geometry(TypeDecorator):
-    """Shapely geometry column in EPSG:4326: PostGIS ``geometry(type, 4326)`` or WKB BLOB.
+    """Shapely geometry column in EPSG:4326: PostGIS ``geometry(type, 4326)``, or on
+    SQLite a BLOB of GeoPackage binary (plain WKB, as stores before migration 0006
+    held, is still read).
 
     The PostGIS column gets its GiST index from the model's ``__table_args__``
     (see :func:`pipeline.db.models.gist_index`), not from this type.
@@ -144,7 +169,7 @@ class Geometry(TypeDecorator):
         if dialect.name == "postgresql":
             # hex EWKB is PostGIS's own text input format for geometry values
             return shapely.to_wkb(shapely.set_srid(geom, self.srid), hex=True, include_srid=True)
-        return shapely.to_wkb(geom)
+        return geopackage.to_blob(geom, self.srid)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> BaseGeometry | None:
         if value is None:
@@ -153,7 +178,9 @@ class Geometry(TypeDecorator):
             value = value.data
         if isinstance(value, memoryview):
             value = bytes(value)
-        return shapely.set_srid(shapely.from_wkb(value), 0)
+        if isinstance(value, bytes):
+            return shapely.set_srid(geopackage.from_blob(value), 0)
+        return shapely.set_srid(shapely.from_wkb(value), 0)  # PostGIS hex EWKB text
 
 
 def to_jsonable(value: Any) -> Any:

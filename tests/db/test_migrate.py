@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import pytest
+import shapely
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pipeline.db.__main__ import main
 from pipeline.db.engine import make_engine
 from pipeline.db.migrate import current_revision, head_revision, schema_diff, upgrade
-from pipeline.db.models import Base
+from pipeline.db.models import Aoi, Base, Finding
 
 GEOMETRY_COLUMNS = {
     "aoi": "MULTIPOLYGON",
     "tile_score": "POLYGON",
-    "finding": "GEOMETRY",
-    "change": "GEOMETRY",
-    "hotspot": "POLYGON",
+    "finding": "MULTIPOLYGON",
+    "change": "MULTIPOLYGON",
+    "hotspot": "MULTIPOLYGON",
+}
+VIEWS = {
+    "latest_tile_score": "POLYGON",
+    "latest_finding": "MULTIPOLYGON",
+    "latest_change": "MULTIPOLYGON",
+    "latest_hotspot": "MULTIPOLYGON",
 }
 
 
 def test_upgrade_creates_every_table_and_is_idempotent(empty_engine):
     assert current_revision(empty_engine) is None
     upgrade(empty_engine)
-    assert current_revision(empty_engine) == head_revision() == "0005"
+    assert current_revision(empty_engine) == head_revision() == "0006"
     tables = set(inspect(empty_engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
     upgrade(empty_engine)  # already at head: nothing to do, no error
-    assert current_revision(empty_engine) == "0005"
+    assert current_revision(empty_engine) == "0006"
 
 
 def test_migrated_schema_matches_models(empty_engine):
@@ -70,25 +79,109 @@ def test_postgis_columns_are_typed_for_qgis(pg_engine):
                 )
             )
         )
-    assert {r.f_table_name: r.type for r in rows} == GEOMETRY_COLUMNS
+    assert {r.f_table_name: r.type for r in rows} == GEOMETRY_COLUMNS | VIEWS
     assert {r.srid for r in rows} == {4326}
     assert {r.coord_dimension for r in rows} == {2}
     assert gist == {f"ix_{t}_geometry" for t in GEOMETRY_COLUMNS}
 
 
-def test_sqlite_has_no_spatial_indexes(sqlite_url):
-    """The GiST indexes are PostgreSQL-only; SQLite gets plain tables with WKB blobs."""
+def test_sqlite_is_a_geopackage_with_spatial_indexes(sqlite_url):
+    """SQLite: GeoPackage registration of every geometry table and view, EPSG:4326, an
+    R*Tree per table (the GiST indexes are PostgreSQL-only)."""
     engine = make_engine(sqlite_url)
     upgrade(engine)
+    with engine.connect() as conn:
+        app_id = conn.exec_driver_sql("PRAGMA application_id").scalar()
+        columns = conn.exec_driver_sql(
+            "SELECT table_name, geometry_type_name, srs_id FROM gpkg_geometry_columns"
+        ).all()
+        rtrees = conn.exec_driver_sql(
+            "SELECT table_name FROM gpkg_extensions WHERE extension_name = 'gpkg_rtree_index'"
+        ).scalars()
+        rtrees = set(rtrees)
+    assert app_id == 0x47504B47
+    assert {t: g for t, g, _ in columns} == GEOMETRY_COLUMNS | VIEWS
+    assert {srs for *_, srs in columns} == {4326}
+    assert rtrees == set(GEOMETRY_COLUMNS)
     insp = inspect(engine)
     names = {i["name"] for t in GEOMETRY_COLUMNS for i in insp.get_indexes(t)}
     assert names and not any(n.endswith("_geometry") for n in names)
-    assert {c["name"]: str(c["type"]) for c in insp.get_columns("aoi")}["geometry"] == "BLOB"
     engine.dispose()
+
+
+def _sqlite_schema(engine) -> dict[str, object]:
+    """Our tables' declared column types and nullability, and our indexes' SQL, as SQLite
+    keeps them (GeoPackage's own tables left out; column order may differ)."""
+    with engine.connect() as conn:
+        tables = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'gpkg%' AND name NOT LIKE 'rtree%' AND name NOT LIKE 'sqlite%'"
+        ).scalars().all()
+        schema: dict[str, object] = {
+            t: sorted(
+                (r[1], r[2], r[3]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{t}")')
+            )
+            for t in tables
+        }
+        indexes = conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).all()
+    schema["indexes"] = sorted((n, " ".join(sql.replace('"', "").split())) for n, sql in indexes)
+    return schema
+
+
+def test_a_0005_store_migrates_to_the_geopackage_store(sqlite_url, tmp_path):
+    """An embedded store from before 0006 (WKB blobs, VARCHAR and JSON columns) ends with
+    the same schema as a new one, its geometries typed, indexed and readable."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine, "0005")
+    square = shapely.box(8.54, 47.36, 8.55, 47.37)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO aoi (id, name, config, geometry) VALUES (1, 'old', '{}', ?)",
+            (shapely.to_wkb(shapely.MultiPolygon([square])),),
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO run (id, aoi_id, step, status, trigger) "
+            "VALUES (1, 1, '2024-01', 'succeeded', 'cli')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO finding (id, run_id, kind, detail, geometry) "
+            "VALUES (1, 1, 'missing_in_opendata', '{\"evidence\": 3.5}', ?)",
+            (shapely.to_wkb(square),),
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO model_version (id, name, version, stage, arch, encoder, weights_uri, "
+            "weights_sha256) VALUES (1, 'm', 1, 'candidate', 'unet', 'r18', 'u', 'h'), "
+            "(2, 'm', 2, 'candidate', 'unet', 'r18', 'u', 'h')"
+        )
+    upgrade(engine)
+    fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    upgrade(fresh)
+    assert _sqlite_schema(engine) == _sqlite_schema(fresh)
+    assert schema_diff(engine) == []
+    with Session(engine) as s:
+        finding = s.get(Finding, 1)
+        assert finding.geometry.geom_type == "MultiPolygon"
+        assert shapely.equals(finding.geometry, square)
+        assert s.get(Aoi, 1).geometry.equals(shapely.MultiPolygon([square]))
+    with engine.connect() as conn:
+        blob = conn.exec_driver_sql("SELECT geometry FROM finding").scalar()
+        indexed = conn.exec_driver_sql("SELECT COUNT(*) FROM rtree_finding_geometry").scalar()
+        evidence = conn.exec_driver_sql("SELECT evidence FROM latest_finding").scalar()
+    assert blob[:2] == b"GP" and indexed == 1 and evidence == 3.5
+    # a second production version of one name is still refused: the partial unique
+    # index kept its WHERE when the table was copied
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE model_version SET stage = 'production' WHERE id = 1")
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE model_version SET stage = 'production' WHERE id = 2")
+    engine.dispose()
+    fresh.dispose()
 
 
 def test_command_line_upgrade_and_check(sqlite_url, capsys):
     assert main(["current", sqlite_url]) == 0
     assert main(["upgrade", sqlite_url]) == 0
     assert main(["check", sqlite_url]) == 0
-    assert capsys.readouterr().out.split() == ["(not", "migrated)", "0005"]
+    assert capsys.readouterr().out.split() == ["(not", "migrated)", "0006"]

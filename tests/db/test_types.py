@@ -52,15 +52,26 @@ def test_postgis_stores_srid_4326_and_type(pg_engine):
     assert row.area == pytest.approx(POLYGON.area)
 
 
-def test_generic_geometry_column_keeps_each_type(engine, make_run):
+def test_finding_geometries_are_stored_as_multipolygons(engine, make_run):
+    """The finding column is typed (QGIS needs one type per layer): polygons and
+    polygonal collections are stored as MultiPolygons, a point is refused."""
     run_id = make_run()
-    geoms = [POLYGON, shapely.MultiPolygon([POLYGON]), shapely.Point(-9.135, 38.705)]
+    touching = shapely.GeometryCollection([POLYGON, shapely.LineString(POLYGON.exterior)])
+    geoms = [POLYGON, shapely.MultiPolygon([POLYGON]), touching]
     with Session(engine) as s, s.begin():
         repo.replace_findings(s, run_id, [{"kind": "missing", "geometry": g} for g in geoms])
     with Session(engine) as s:
         out = s.scalars(select(Finding.geometry).order_by(Finding.id)).all()
-    assert [g.geom_type for g in out] == ["Polygon", "MultiPolygon", "Point"]
-    assert all(shapely.equals_exact(a, b, 0) for a, b in zip(out, geoms, strict=True))
+    assert [g.geom_type for g in out] == ["MultiPolygon"] * 3
+    assert all(shapely.equals(g, POLYGON) for g in out)
+    point = {"kind": "missing", "geometry": shapely.Point(-9.135, 38.705)}
+    with (
+        Session(engine) as s,
+        pytest.raises(RowError, match=r"geometry\[0\]: column holds MULTIPOLYGON geometries"),
+    ):
+        repo.replace_findings(s, run_id, [point])
+    with Session(engine) as s:  # nothing stored was lost
+        assert len(s.scalars(select(Finding.id).where(Finding.run_id == run_id)).all()) == 3
 
 
 def test_z_coordinates_are_dropped(engine):
