@@ -79,8 +79,22 @@ class Thresholds(BaseModel):
         description="Smaller buildings are not judged; default: what the imagery resolves.",
     )
     min_offset_m: float = Field(1.5, ge=0, description="Smallest shift reported as misaligned.")
-    hotspot_cell_zoom: int | None = Field(None, description="Cell zoom; default work_zoom - 2.")
-    hotspot_top_k: int = Field(5, ge=1)
+    hotspot_cell_zoom: int | None = Field(
+        None, ge=0, le=24, description="Zoom of the hotspot cells; default: the work zoom."
+    )
+    hotspot_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="False discovery rate of the hotspot test: a cell is a hotspot when "
+        "its Benjamini-Hochberg adjusted p-value is at most this.",
+    )
+    hotspot_permutations: int = Field(
+        999, ge=99, le=99_999, description="Permutations behind each cell's p-value."
+    )
+    hotspot_top_k: int | None = Field(
+        None, ge=1, description="Keep at most this many hotspots; default: every one."
+    )
     change_min_m2: float = Field(20.0, ge=0)
 
 
@@ -339,8 +353,9 @@ class AoiConfig(BaseModel):
         return max(6.0, 64.0 * px * px)
 
     def hotspot_cell_zoom(self) -> int:
-        """Zoom of the hotspot cells (default two levels above the work zoom)."""
-        return self.thresholds.hotspot_cell_zoom or max(self.work_zoom - 2, 0)
+        """Zoom of the hotspot cells (default: the work zoom, one cell per work tile)."""
+        zoom = self.thresholds.hotspot_cell_zoom
+        return self.work_zoom if zoom is None else min(zoom, self.work_zoom)
 
     def to_yaml(self) -> str:
         """YAML text of this configuration (sources as given)."""

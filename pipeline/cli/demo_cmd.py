@@ -42,7 +42,9 @@ def demo(
                 f"{label:<28}recall {s[key]['recall']:.2f}  precision {s[key]['precision']:.2f}"
             )
     hs = s["hotspots"]
-    console.print(f"{'injected hotspots in top':<28}{hs['in_top']} of {hs['injected']}")
+    console.print(
+        f"{'injected hotspots found':<28}{hs['in_top']} of {hs['injected']} (significant cells)"
+    )
     cache = s["cache"]
     how = "inputs unchanged, earlier run reused" if cache["rerun_reused_run"] else "re-run"
     console.print(

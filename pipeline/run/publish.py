@@ -114,7 +114,13 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
     ]
     hotspot_cells = (
         rank_hotspots(
-            findings, aoi_tiles, cell_zoom=config.hotspot_cell_zoom(), top_k=th.hotspot_top_k
+            findings,
+            aoi_tiles,
+            cell_zoom=config.hotspot_cell_zoom(),
+            area=config.geometry,
+            alpha=th.hotspot_alpha,
+            permutations=th.hotspot_permutations,
+            top_k=th.hotspot_top_k,
         )
         if aoi_tiles
         else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")

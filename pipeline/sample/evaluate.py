@@ -28,8 +28,9 @@ Categories (finding kind → recall set; precision set), all per step:
 
 Change findings carry the later step, as truth changes do. Other finding and
 change kinds (``added``, ``removed``, ``modified``: exact open-data diffs) are
-not scored. Hotspots: an injected hotspot is *in top* when any cell with
-``rank <= top_k`` (of any evaluated step) overlaps it with positive area.
+not scored. Hotspots: an injected hotspot is *found* (``in_top``) when any stored
+hotspot cell (they are the significant ones; with ``top_k``, only those with
+``rank <= top_k``) of any evaluated step overlaps it with positive area.
 
 Empty cases: no truth items ⇒ recall 1.0 (nothing to find); no findings ⇒
 precision 1.0 (no false claim), so an empty audit scores recall 0 wherever
@@ -181,7 +182,7 @@ def evaluate_against_truth(
     changes: gpd.GeoDataFrame | None,
     hotspots: gpd.GeoDataFrame | None,
     *,
-    top_k: int = 5,
+    top_k: int | None = None,
     steps: Sequence[str] | None = None,
     min_overlap: float = 0.3,
 ) -> dict:
@@ -273,7 +274,7 @@ def evaluate_against_truth(
 
     injected = _to_crs([h["geometry"] for h in truth["hotspots"]], crs)
     top = (
-        hsp[hsp["rank"].astype(float) <= top_k].geometry.to_numpy()
+        (hsp if top_k is None else hsp[hsp["rank"].astype(float) <= top_k]).geometry.to_numpy()
         if len(hsp)
         else np.empty(0, object)
     )

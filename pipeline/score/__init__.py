@@ -8,7 +8,7 @@ Pure functions on arrays and GeoDataFrames; no database and no model. Matching
 from __future__ import annotations
 
 from pipeline.score.aggregate import aoi_aggregates, finding_tiles, flag_tiles
-from pipeline.score.hotspots import gi_star, hotspots, queen_weights
+from pipeline.score.hotspots import hotspots, local_gi_star, queen_weights
 from pipeline.score.match import (
     FINDING_KINDS,
     MatchConfig,
@@ -29,7 +29,7 @@ __all__ = [
     "binarize",
     "finding_tiles",
     "flag_tiles",
-    "gi_star",
+    "local_gi_star",
     "hotspots",
     "match",
     "merge_across_edges",

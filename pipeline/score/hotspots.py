@@ -1,8 +1,14 @@
-"""Hotspots: where findings cluster, by Getis-Ord Gi* over coarse cells."""
+"""Hotspots: cells where findings cluster more than chance explains.
+
+Getis-Ord Gi* (PySAL's ``esda.G_Local``) over grid cells of the AOI, with
+permutation p-values and a Benjamini-Hochberg false-discovery-rate correction:
+only significant cells are hotspots, and each is clipped to the AOI.
+"""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -11,8 +17,11 @@ import mercantile
 import numpy as np
 import shapely
 from scipy import sparse
+from scipy.stats import false_discovery_control
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import ConfigError, VectorDataError
+from pipeline.geometries import as_multipolygon
 from pipeline.score.aggregate import finding_tiles
 from pipeline.score.match import FINDING_KINDS
 from pipeline.tiles import Tile, parent
@@ -22,28 +31,49 @@ log = logging.getLogger(__name__)
 _SHIFT = 32  # cell key = x << 32 | y
 
 
-def gi_star(values: np.ndarray, weights: sparse.sparray) -> np.ndarray:
-    """Getis-Ord Gi* z-scores of ``values`` under ``weights`` (``w_ii`` included).
+def local_gi_star(
+    values: np.ndarray, weights: sparse.sparray, *, permutations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Getis-Ord Gi* of ``values`` under binary ``weights`` (``w_ii`` included), by PySAL.
 
-    ``Gi*_i = (Σ_j w_ij x_j - X̄ Σ_j w_ij) / (S sqrt((n Σ_j w_ij² - (Σ_j w_ij)²) / (n - 1)))``
-    with ``X̄ = Σ x / n`` and ``S = sqrt(Σ x² / n - X̄²)``. Gi* is a standard
-    normal z-score under no spatial association; it is 0 where it is undefined
-    (all values equal, ``n < 2``, or a neighbourhood spanning every cell).
+    Returns ``(z, p)``: the analytical z-score (standard normal under no spatial
+    association, 0 where undefined: all values equal, ``n < 3``, a neighbourhood
+    spanning every cell) and the pseudo p-value of a high value, from
+    ``permutations`` conditional random permutations (``esda.G_Local``, seeded: the
+    same inputs give the same p-values on any machine).
     """
+    from esda.getisord import G_Local
+    from libpysal.weights import WSP
+
     x = np.asarray(values, dtype=np.float64)
     n = x.size
-    if n < 2 or np.ptp(x) == 0:
-        return np.zeros(n)
+    if n < 3 or np.ptp(x) == 0:
+        return np.zeros(n), np.ones(n)
     w = sparse.csr_array(weights, dtype=np.float64)
-    mean = x.mean()
-    s = x.std()  # population standard deviation
-    w_sum = np.asarray(w.sum(axis=1)).ravel()
-    w_sq = np.asarray(w.multiply(w).sum(axis=1)).ravel()
-    num = w @ x - mean * w_sum
-    den = s * np.sqrt(np.maximum(n * w_sq - w_sum**2, 0.0) / (n - 1))
-    out = np.zeros(n)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
+    w.setdiag(0)  # G_Local adds the cell itself (star=True)
+    w.eliminate_zeros()
+    wsp = WSP(sparse.csr_matrix(w)).to_W(silence_warnings=True)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # islands (cells without neighbours) are allowed
+        g = G_Local(
+            x,
+            wsp,
+            transform="B",
+            star=True,
+            permutations=permutations,
+            seed=seed,
+            n_jobs=1,
+            keep_simulations=True,
+        )
+    z = np.nan_to_num(np.asarray(g.Zs, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    # the upper tail, ties counted against the cell: esda's own p_sim folds the two
+    # tails, so a cell whose every permutation ties (one extra finding among equal
+    # counts) would get the smallest p-value there is
+    observed = np.asarray(g.Gs, dtype=np.float64)[:, None]
+    simulated = np.asarray(g.rGs, dtype=np.float64)
+    at_least = (simulated >= observed - 1e-12 * np.abs(observed)).sum(axis=1)
+    p = (at_least + 1) / (permutations + 1)
+    return z, np.where(np.isfinite(p), p, 1.0)
 
 
 def queen_weights(x: np.ndarray, y: np.ndarray) -> sparse.csr_array:
@@ -72,11 +102,15 @@ def hotspots(
     tiles: Sequence[Tile],
     *,
     cell_zoom: int,
-    top_k: int | None = 10,
+    area: BaseGeometry | None = None,
+    alpha: float = 0.05,
+    permutations: int = 999,
+    seed: int = 0,
+    top_k: int | None = None,
     kinds: Sequence[str] = FINDING_KINDS,
     weight: Literal["count", "area"] = "count",
 ) -> gpd.GeoDataFrame:
-    """Cells where findings cluster, ranked by Getis-Ord Gi* (see :func:`gi_star`).
+    """Cells where findings cluster significantly: Getis-Ord Gi* hot spots after an FDR test.
 
     Cells are the parents at ``cell_zoom`` of the AOI's work ``tiles`` (every
     cell, with or without findings, so the statistic sees the quiet ones). A
@@ -84,18 +118,25 @@ def hotspots(
     point; findings outside every cell are ignored. The value per cell is the
     number of findings (``weight="count"``) or their summed ``area_m2``
     (``weight="area"``). Weights: queen adjacency (8 neighbours) plus the cell
-    itself. Cells are ranked by ``gi_star`` descending, ties by ``n_findings``
-    descending, then by ``y``, ``x``.
+    itself. Each cell's Gi* is tested by ``permutations`` conditional permutations
+    (:func:`local_gi_star`); the p-values of all cells are adjusted for the false
+    discovery rate (Benjamini-Hochberg), and a cell is a hotspot when its Gi* is
+    positive and its adjusted p-value (``q_value``) is at most ``alpha``.
 
-    Returns the ``top_k`` best cells (all when ``None``) in EPSG:4326 with
-    ``rank`` (1 = strongest), ``z``, ``x``, ``y``, ``gi_star`` (z-score; the
-    one-sided p-value is ``scipy.stats.norm.sf(gi_star)``), ``n_findings``,
-    ``geometry`` (the cell's lng/lat box).
+    Returns the hotspots (at most ``top_k`` when given) by Gi* descending (ties:
+    more findings first, then by ``y``, ``x``), in EPSG:4326: ``rank`` (1 =
+    strongest), ``z``, ``x``, ``y`` (the cell), ``gi_star`` (z-score), ``p_value``,
+    ``q_value``, ``n_findings``, ``geometry`` (the cell clipped to ``area`` when
+    given, a MultiPolygon).
     """
     if weight not in ("count", "area"):
         raise ConfigError(f"weight must be 'count' or 'area', got {weight!r}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1 or None, got {top_k}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    if permutations < 99:
+        raise ConfigError(f"permutations must be >= 99 for a usable p-value, got {permutations}")
     unknown = set(kinds) - set(FINDING_KINDS)
     if unknown:
         raise ConfigError(f"unknown finding kind(s) {sorted(unknown)}; use {FINDING_KINDS}")
@@ -128,23 +169,28 @@ def hotspots(
             minlength=n,
         )
     values = counts.astype(np.float64) if weight == "count" else areas
-    gi = gi_star(values, queen_weights(cx, cy)) if n else np.zeros(0)
+    gi, p = local_gi_star(values, queen_weights(cx, cy), permutations=permutations, seed=seed)
+    q = false_discovery_control(p, method="bh") if n else np.zeros(0)
+    hot = np.flatnonzero((gi > 0) & (q <= alpha))
 
     # rank on gi rounded to 1e-9 so float noise does not break ties by count
-    rank_order = np.lexsort((cx, cy, -counts, -np.round(gi, 9)))
+    rank_order = hot[np.lexsort((cx[hot], cy[hot], -counts[hot], -np.round(gi[hot], 9)))]
     if top_k is not None:
         rank_order = rank_order[:top_k]
     boxes = [mercantile.bounds(int(cx[i]), int(cy[i]), cell_zoom) for i in rank_order]
-    geoms = (
-        shapely.box(
-            [b.west for b in boxes],
-            [b.south for b in boxes],
-            [b.east for b in boxes],
-            [b.north for b in boxes],
+    geoms = np.empty(len(boxes), dtype=object)
+    if boxes:
+        geoms[:] = list(
+            shapely.box(
+                [b.west for b in boxes],
+                [b.south for b in boxes],
+                [b.east for b in boxes],
+                [b.north for b in boxes],
+            )
         )
-        if boxes
-        else np.empty(0, dtype=object)
-    )
+        if area is not None:
+            geoms = shapely.intersection(geoms, area)
+        geoms[:] = [as_multipolygon(g) for g in geoms]
     return gpd.GeoDataFrame(
         {
             "rank": np.arange(1, rank_order.size + 1, dtype=np.int64),
@@ -152,6 +198,8 @@ def hotspots(
             "x": cx[rank_order],
             "y": cy[rank_order],
             "gi_star": gi[rank_order],
+            "p_value": p[rank_order],
+            "q_value": q[rank_order],
             "n_findings": counts[rank_order],
         },
         geometry=gpd.GeoSeries(geoms, crs="EPSG:4326"),

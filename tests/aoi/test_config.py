@@ -77,6 +77,14 @@ def test_polygon_aoi_covers_fewer_tiles_than_its_bbox(tmp_path: Path) -> None:
         ({"validation": {"max_nodata": 0.5}}, r"validation\.max_nodata: Extra inputs"),
         ({"steps": ["last week"]}, r"ISO date"),
         (
+            {"thresholds": {"hotspot_alpha": 1.5}},
+            r"thresholds\.hotspot_alpha: Input should be less",
+        ),
+        (
+            {"thresholds": {"hotspot_permutations": 10}},
+            r"thresholds\.hotspot_permutations: Input should be greater than or equal to 99",
+        ),
+        (
             {"polygon": {"type": "Point", "coordinates": [1, 2]}},
             r"exactly one of 'bbox' or 'polygon'",
         ),

@@ -41,7 +41,7 @@ def test_perfect_audit_scores_one(small_sample: SampleInfo, perfect_inputs: Call
     n_omitted = sum(1 for d in truth["defects"] if d["kind"] == "omitted")
     assert result["omitted"]["n_truth"] == n_omitted
     assert result["changes"]["n_truth"] == len(truth["changes"])
-    assert result["hotspots"] == {"injected": 3, "in_top": 3, "top_k": 5, "recall": 1.0}
+    assert result["hotspots"] == {"injected": 3, "in_top": 3, "top_k": None, "recall": 1.0}
 
 
 def test_empty_audit_finds_nothing(small_sample: SampleInfo) -> None:

@@ -1,4 +1,4 @@
-"""Getis-Ord Gi* hotspots over coarse cells."""
+"""Significant Getis-Ord Gi* hotspots over cells (PySAL, FDR-corrected)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from pipeline.errors import ConfigError, InvalidTileError, VectorDataError
-from pipeline.score.hotspots import gi_star, hotspots, queen_weights
+from pipeline.score.hotspots import hotspots, local_gi_star, queen_weights
 from pipeline.tiles import Shard, Tile, shard_tiles, xy_bounds
 
 CELL_Z = 14
@@ -45,7 +45,7 @@ def findings_at(cells_counts, kind="missing_in_opendata"):
     return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:3857")
 
 
-def test_gi_star_by_hand_on_a_row_of_four():
+def test_pysal_gi_star_is_the_by_hand_statistic_on_a_row_of_four():
     # values 4, 0, 0, 0 in a row; queen weights with self: W = 2, 3, 3, 2
     # mean 1, S = sqrt(16 / 4 - 1) = sqrt(3)
     # cell 0: (4 - 1*2) / (sqrt3 * sqrt((4*2 - 4) / 3)) = 2 / 2 = 1
@@ -54,19 +54,25 @@ def test_gi_star_by_hand_on_a_row_of_four():
     x = np.array([0, 1, 2, 3])
     w = queen_weights(x, np.zeros(4, np.int64))
     np.testing.assert_array_equal(w.toarray().sum(axis=1), [2, 3, 3, 2])
-    gi = gi_star(np.array([4.0, 0, 0, 0]), w)
-    np.testing.assert_allclose(gi, [1.0, 1 / math.sqrt(3), -math.sqrt(3), -1.0])
+    z, p = local_gi_star(np.array([4.0, 0, 0, 0]), w, permutations=999, seed=0)
+    np.testing.assert_allclose(z, [1.0, 1 / math.sqrt(3), -math.sqrt(3), -1.0])
+    assert ((p > 0) & (p <= 1)).all()
 
 
-def test_gi_star_undefined_cases_are_zero():
+def test_gi_star_undefined_cases_and_seeded_p_values():
     w = queen_weights(np.array([0, 1, 2]), np.zeros(3, np.int64))
-    # middle cell's neighbourhood spans all cells: n W - W^2 = 0
-    # values 3, 0, 0: mean 1, S = sqrt(2); cell 0: (3 - 2) / (sqrt2 * 1) ; cell 2: -2 / sqrt2
-    np.testing.assert_allclose(
-        gi_star(np.array([3.0, 0, 0]), w), [1 / math.sqrt(2), 0.0, -math.sqrt(2)]
+    z, p = local_gi_star(np.full(3, 0.1), w, permutations=99, seed=0)
+    assert z.tolist() == [0.0, 0.0, 0.0] and p.tolist() == [1.0, 1.0, 1.0]
+    z, p = local_gi_star(
+        np.array([5.0]), queen_weights(np.array([0]), np.array([0])), permutations=99, seed=0
     )
-    np.testing.assert_array_equal(gi_star(np.full(3, 0.1), w), 0.0)
-    assert gi_star(np.array([5.0]), queen_weights(np.array([0]), np.array([0]))).tolist() == [0.0]
+    assert z.tolist() == [0.0] and p.tolist() == [1.0]
+    xs, ys = np.meshgrid(np.arange(8), np.arange(8))
+    values = np.random.default_rng(3).poisson(2.0, 64).astype(float)
+    w = queen_weights(xs.ravel(), ys.ravel())
+    first = local_gi_star(values, w, permutations=199, seed=7)
+    again = local_gi_star(values, w, permutations=199, seed=7)
+    np.testing.assert_array_equal(first[1], again[1])  # the same p-values on any machine
 
 
 def test_queen_weights_on_a_grid_with_a_hole():
@@ -78,68 +84,85 @@ def test_queen_weights_on_a_grid_with_a_hole():
     np.testing.assert_array_equal(w, w.T)
 
 
-def test_cluster_in_one_corner_ranks_first():
+def test_a_cluster_is_the_only_significant_hotspot():
+    x0, y0 = 8000, 5000
+    tiles = aoi_tiles(x0, y0, 8, 8)
+    cluster = {(x0 + i, y0 + j): 6 for i in range(3) for j in range(3)}
+    scattered = {(x0 + 6, y0 + 2): 1, (x0 + 2, y0 + 7): 1, (x0 + 7, y0 + 6): 1}
+    counts = {**cluster, **scattered}
+    out = hotspots(findings_at(counts), tiles, cell_zoom=CELL_Z)
+    assert len(out) >= 1
+    assert set(zip(out["x"], out["y"], strict=True)) <= set(cluster)  # nothing outside it
+    assert (x0 + 1, y0 + 1) in set(zip(out["x"], out["y"], strict=True))  # its centre
+    assert out["rank"].tolist() == list(range(1, len(out) + 1))
+    assert (np.diff(out["gi_star"]) <= 1e-12).all()
+    assert (out["gi_star"] > 0).all() and (out["q_value"] <= 0.05).all()
+    assert (out["p_value"] <= out["q_value"]).all()  # BH only raises p-values
+
+
+def test_uniform_or_random_findings_give_no_hotspot():
     x0, y0 = 8000, 5000
     tiles = aoi_tiles(x0, y0, 6, 6)
-    counts = {
-        (x0, y0): 6,
-        (x0 + 1, y0): 5,
-        (x0, y0 + 1): 5,
-        (x0 + 1, y0 + 1): 4,
-        (x0 + 4, y0 + 3): 1,
-        (x0 + 2, y0 + 5): 1,
-    }
-    out = hotspots(findings_at(counts), tiles, cell_zoom=CELL_Z, top_k=None)
-    assert len(out) == 36  # every cell, with or without findings
-    assert out["n_findings"].sum() == sum(counts.values())
-    top = out.iloc[0]
-    assert top["rank"] == 1
-    assert (top["x"], top["y"]) in {(x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)}
-    assert top["gi_star"] > 3.0  # p < 0.002
-    assert out["rank"].tolist() == list(range(1, 37))
-    assert (np.diff(out["gi_star"]) <= 1e-12).all()
-    far = out[(out["x"] == x0 + 5) & (out["y"] == y0 + 5)].iloc[0]
-    assert far["gi_star"] < 0
+    counts = {(x0 + i, y0 + j): 2 for i in range(6) for j in range(6)}
+    assert hotspots(findings_at(counts), tiles, cell_zoom=CELL_Z).empty
+    counts[(x0 + 2, y0 + 2)] = 3  # one extra finding is not a cluster
+    assert hotspots(findings_at(counts), tiles, cell_zoom=CELL_Z).empty
+    rng = np.random.default_rng(11)  # spatially random counts: the FDR keeps them out
+    noise = {(x0 + i, y0 + j): int(rng.poisson(2)) for i in range(6) for j in range(6)}
+    assert hotspots(findings_at(noise), tiles, cell_zoom=CELL_Z).empty
 
 
-def test_uniform_findings_give_no_hotspot():
+def test_output_cells_clipped_to_the_area_kinds_and_weights():
     x0, y0 = 8000, 5000
-    tiles = aoi_tiles(x0, y0, 5, 5)
-    counts = {(x0 + i, y0 + j): 2 for i in range(5) for j in range(5)}
-    out = hotspots(findings_at(counts), tiles, cell_zoom=CELL_Z, top_k=3)
-    assert len(out) == 3
-    assert np.all(np.abs(out["gi_star"]) < 1e-9)
-    # nearly uniform (one extra finding) still gives nothing significant
-    counts[(x0 + 2, y0 + 2)] = 3
-    out = hotspots(findings_at(counts), tiles, cell_zoom=CELL_Z, top_k=None)
-    assert out["gi_star"].max() < 1.96
-
-
-def test_output_cells_kinds_and_weights():
-    x0, y0 = 8000, 5000
-    tiles = aoi_tiles(x0, y0, 3, 3)
-    f = findings_at({(x0, y0): 2})
-    f2 = findings_at({(x0 + 2, y0 + 2): 3}, kind="unsupported_by_imagery")
+    tiles = aoi_tiles(x0, y0, 6, 6)
+    f = findings_at({(x0 + i, y0 + j): 5 for i in range(2) for j in range(2)})
+    f2 = findings_at(
+        {(x0 + 4 + i, y0 + 4 + j): 9 for i in range(2) for j in range(2)},
+        kind="unsupported_by_imagery",
+    )
     both = pd.concat([f, f2], ignore_index=True)
     out = hotspots(both, tiles, cell_zoom=CELL_Z, top_k=1, kinds=("missing_in_opendata",))
     assert out.crs == "EPSG:4326"
     row = out.iloc[0]
-    assert (row["x"], row["y"], row["z"], row["n_findings"]) == (x0, y0, CELL_Z, 2)
-    b = mercantile.bounds(x0, y0, CELL_Z)
-    assert row.geometry.equals_exact(shapely.box(b.west, b.south, b.east, b.north), 1e-9)
-    assert list(out.columns) == ["rank", "z", "x", "y", "gi_star", "n_findings", "geometry"]
+    assert row["z"] == CELL_Z and (row["x"], row["y"]) in {
+        (x0 + i, y0 + j) for i in range(2) for j in range(2)
+    }
+    b = mercantile.bounds(int(row["x"]), int(row["y"]), CELL_Z)
+    cell = shapely.box(b.west, b.south, b.east, b.north)
+    assert row.geometry.geom_type == "MultiPolygon"
+    assert row.geometry.equals_exact(shapely.MultiPolygon([cell]), 1e-9)
+    assert list(out.columns) == [
+        "rank",
+        "z",
+        "x",
+        "y",
+        "gi_star",
+        "p_value",
+        "q_value",
+        "n_findings",
+        "geometry",
+    ]
     by_area = hotspots(both, tiles, cell_zoom=CELL_Z, top_k=1, weight="area")
-    assert (by_area.iloc[0]["x"], by_area.iloc[0]["y"]) == (x0 + 2, y0 + 2)
+    assert by_area.iloc[0]["x"] >= x0 + 4  # 9 findings of 50 m2 outweigh 5
+    # clipped to an AOI that covers half of the cell
+    half = shapely.box(b.west, b.south, (b.west + b.east) / 2, b.north)
+    area = shapely.union(half, shapely.box(*mercantile.bounds(x0 + 5, y0 + 5, CELL_Z)))
+    clipped = hotspots(both, tiles, cell_zoom=CELL_Z, kinds=("missing_in_opendata",), area=area)
+    mine = clipped[(clipped["x"] == row["x"]) & (clipped["y"] == row["y"])].geometry.iloc[0]
+    assert mine.area == pytest.approx(cell.area / 2)
 
 
 def test_no_findings_and_bad_input():
     tiles = aoi_tiles(8000, 5000, 2, 2)
-    out = hotspots(findings_at({}), tiles, cell_zoom=CELL_Z)
-    assert len(out) == 4 and (out["gi_star"] == 0).all() and (out["n_findings"] == 0).all()
+    assert hotspots(findings_at({}), tiles, cell_zoom=CELL_Z).empty
     with pytest.raises(ConfigError, match="unknown finding kind"):
         hotspots(findings_at({}), tiles, cell_zoom=CELL_Z, kinds=("ghost",))
     with pytest.raises(ConfigError, match="top_k"):
         hotspots(findings_at({}), tiles, cell_zoom=CELL_Z, top_k=0)
+    with pytest.raises(ConfigError, match="alpha"):
+        hotspots(findings_at({}), tiles, cell_zoom=CELL_Z, alpha=1.5)
+    with pytest.raises(ConfigError, match="permutations"):
+        hotspots(findings_at({}), tiles, cell_zoom=CELL_Z, permutations=10)
     with pytest.raises(InvalidTileError, match="parent zoom"):
         hotspots(findings_at({}), tiles, cell_zoom=WORK_Z + 1)
     with pytest.raises(VectorDataError, match="kind"):
