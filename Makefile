@@ -43,13 +43,15 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }
 
-# MapServer (Debian) for the WMS/WFS source tests (the tests start it on loopback).
+# MapServer (Debian) for the WMS/WFS source tests (the tests start it on loopback), and
+# GDAL's own ogrinfo/gdalinfo (Debian 12: GDAL 3.6, what QGIS there uses) that open
+# every export and the embedded store in the tests.
 servers:
-	@command -v mapserv >/dev/null || { \
+	@command -v mapserv >/dev/null && command -v ogrinfo >/dev/null || { \
 	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { \
-	    echo "mapserv missing: install Debian's cgi-mapserver package"; exit 1; }; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin >/dev/null 2>&1 || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin >/dev/null; }; }
+	    echo "mapserv or ogrinfo missing: install Debian's cgi-mapserver and gdal-bin packages"; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin gdal-bin >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin gdal-bin >/dev/null; }; }
 
 $(VENV)/.installed-airflow: $(VENV)/.installed
 	$(PIP) install --quiet --disable-pip-version-check -e '.[airflow]'

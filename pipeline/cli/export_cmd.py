@@ -70,9 +70,12 @@ def report(aoi: AoiName, as_json: JsonFlag = False) -> None:
             f"findings {latest['findings_by_kind']}, "
             f"changes {latest['changes_by_kind']}"
         )
+        if not latest["hotspots"]:
+            console.print("no significant hotspot (Gi* with a false discovery rate of 5%)")
         for h in latest["hotspots"]:
+            q = "" if h["q_value"] is None else f", q={h['q_value']:.3f}"
             console.print(
-                f"  hotspot #{h['rank']}: tile {h['tile']} Gi*={h['gi_star']:.2f} "
+                f"  hotspot #{h['rank']}: cell {h['cell']} Gi*={h['gi_star']:.2f}{q} "
                 f"({h['n_findings']} findings)"
             )
 
@@ -82,7 +85,21 @@ def export(
     aoi: AoiName,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     step: OptionalStep = None,
-    fmt: Annotated[str, typer.Option("--format", help="geojson or gpkg.")] = "geojson",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="gpkg (one GeoPackage with every layer), geojson or parquet (GeoParquet, "
+            "one file per layer).",
+        ),
+    ] = "gpkg",
+    rasters: Annotated[
+        bool, typer.Option(help="Write COGs of the probabilities and the pixel error map.")
+    ] = True,
+    handoff: Annotated[
+        bool,
+        typer.Option(help="Write a MapRoulette challenge and an .osm file of suggestions."),
+    ] = True,
     composites: Annotated[bool, typer.Option(help="Write composite PNGs of tiles.")] = True,
     all_tiles: Annotated[
         bool, typer.Option("--all-tiles", help="Composites of every tile, not only flagged.")
@@ -92,29 +109,35 @@ def export(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Export findings and changes (GeoJSON/GeoPackage) and composite PNG tiles."""
-    from pipeline.results.export import export_run
+    """Export a run: its layers (AOI, tile scores, findings, changes, hotspots), rasters,
+    hand-off files for mappers (MapRoulette, JOSM) and composite PNG tiles."""
+    from pipeline.results.export import VECTOR_FORMATS, export_run
     from pipeline.results.report import run_for_step
 
-    if fmt not in ("geojson", "gpkg"):
-        raise typer.BadParameter("must be geojson or gpkg", param_hint="--format")
+    if fmt not in VECTOR_FORMATS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(VECTOR_FORMATS)}", param_hint="--format"
+        )
     ctx = context()
     run_id = run_for_step(ctx, aoi, step)
     result = export_run(
-        ctx, run_id, out, fmt=fmt, composites=composites, flagged_only=not all_tiles, limit=limit
-    )  # type: ignore[arg-type]
+        ctx,
+        run_id,
+        out,
+        fmt=fmt,  # type: ignore[arg-type]
+        with_rasters=rasters,
+        with_handoff=handoff,
+        composites=composites,
+        flagged_only=not all_tiles,
+        limit=limit,
+    )
     if as_json:
-        print_json(
-            {
-                "run_id": run_id,
-                "findings": str(result.findings),
-                "changes": str(result.changes) if result.changes else None,
-                "composites": [str(p) for p in result.composites],
-            }
-        )
+        print_json({"run_id": run_id, **result.files()})
         return
-    console.print(f"findings: {result.findings}")
-    if result.changes:
-        console.print(f"changes:  {result.changes}")
+    for path in sorted(set(result.layers.values())):
+        names = [k for k, v in result.layers.items() if v == path]
+        console.print(f"{', '.join(names)}: {path}")
+    for name, path in {**result.rasters, **result.handoff}.items():
+        console.print(f"{name}: {path}")
     if composites:
         console.print(f"composites: {len(result.composites)} PNG tiles under {out / 'composites'}")

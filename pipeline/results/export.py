@@ -1,40 +1,75 @@
-"""Export a run's results: findings and changes as GeoJSON/GeoPackage, and
-composite PNG tiles (RoboSat.pink colours: pink = prediction only, green = open
-data only, grey = both) for reviewing flagged tiles in any image viewer.
+"""Export a run's results where GIS users and mappers work.
+
+* Vector layers (AOI outline with the run's scores, tile scores, findings with
+  evidence and verdict, changes, hotspots): one GeoPackage 1.2 with every layer
+  (GDAL 3.6, what QGIS on Debian 12 uses, reads 1.4 only with a warning), or one
+  GeoJSON or GeoParquet file per layer.
+* Rasters (:mod:`pipeline.results.rasters`): Cloud-Optimized GeoTIFFs of the
+  prediction probabilities and of the pixel error map.
+* Hand-off to mapping tools (:mod:`pipeline.results.handoff`): a MapRoulette
+  challenge and an ``.osm`` file of suggested footprints.
+* Composite PNG tiles (RoboSat.pink colours: pink = prediction only, green = open
+  data only, grey = both) for reviewing flagged tiles in any image viewer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import geopandas as gpd
 import pandas as pd
 from PIL import Image
-from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from pipeline.context import Context
-from pipeline.db import repo
+from pipeline.progress import progress_bar
+from pipeline.results import handoff, rasters
+from pipeline.results.layers import RunLayers, run_layers
 from pipeline.results.tile_view import composite, cut_tile, shard_layers
 from pipeline.run.inputs import load_run_inputs
 from pipeline.tiles import Shard, Tile, shard_of
 
-__all__ = ["ExportResult", "composite", "export_run", "geojson_bytes", "csv_bytes"]
+__all__ = [
+    "ExportResult",
+    "VECTOR_FORMATS",
+    "composite",
+    "csv_bytes",
+    "export_run",
+    "geojson_bytes",
+    "write_vectors",
+]
 
-VectorFormat = Literal["geojson", "gpkg"]
+VectorFormat = Literal["gpkg", "geojson", "parquet"]
+VECTOR_FORMATS: tuple[str, ...] = ("gpkg", "geojson", "parquet")
+GPKG_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Files written by an export."""
+    """Files written by an export: per layer, per raster, per hand-off, and composites."""
 
-    findings: Path
-    changes: Path | None
-    composites: list[Path]
+    layers: dict[str, Path]
+    rasters: dict[str, Path] = field(default_factory=dict)
+    handoff: dict[str, Path] = field(default_factory=dict)
+    composites: list[Path] = field(default_factory=list)
+
+    @property
+    def findings(self) -> Path:
+        """The file holding the findings layer."""
+        return self.layers["findings"]
+
+    def files(self) -> dict[str, object]:
+        """Every output as JSON-ready text paths."""
+        return {
+            "layers": {k: str(v) for k, v in self.layers.items()},
+            "rasters": {k: str(v) for k, v in self.rasters.items()},
+            "handoff": {k: str(v) for k, v in self.handoff.items()},
+            "composites": [str(p) for p in self.composites],
+        }
 
 
 def export_run(
@@ -42,26 +77,26 @@ def export_run(
     run_id: int,
     out_dir: Path,
     *,
-    fmt: VectorFormat = "geojson",
+    fmt: VectorFormat = "gpkg",
+    with_rasters: bool = True,
+    with_handoff: bool = True,
     composites: bool = True,
     flagged_only: bool = True,
     limit: int | None = None,
 ) -> ExportResult:
-    """Write findings, changes and (optionally) composite PNGs of a run to ``out_dir``."""
+    """Write the run's layers as ``fmt``, and optionally its rasters, the hand-off files
+    for mappers and composite PNGs, to ``out_dir``."""
+    if fmt not in VECTOR_FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {VECTOR_FORMATS}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix, driver = (".geojson", "GeoJSON") if fmt == "geojson" else (".gpkg", "GPKG")
-    with Session(ctx.engine) as s:
-        findings = repo.findings_frame(s, run_id)
-        changes = repo.changes_frame(s, run_id)
-        tiles = repo.tile_scores_frame(s, run_id)
-    findings_path = out_dir / f"findings{suffix}"
-    _write_vector(findings, findings_path, driver, layer="findings")
-    changes_path = None
-    if not changes.empty:
-        changes_path = out_dir / f"changes{suffix}"
-        _write_vector(changes, changes_path, driver, layer="changes")
+    layers = run_layers(ctx, run_id)
+    stem = file_stem(layers)
+    written = write_vectors(layers, out_dir, stem, fmt)
+    raster_files = rasters.write_run_rasters(ctx, run_id, out_dir, stem) if with_rasters else {}
+    handoff_files = handoff.write_handoff(layers, out_dir, stem) if with_handoff else {}
     pngs: list[Path] = []
     if composites:
+        tiles = layers.tile_scores
         chosen = tiles[tiles["flagged"]] if flagged_only else tiles
         chosen = chosen.sort_values("qod")
         if limit is not None:
@@ -72,7 +107,63 @@ def export_run(
             [Tile(int(r.x), int(r.y), int(r.z)) for r in chosen.itertuples()],
             out_dir / "composites",
         )
-    return ExportResult(findings=findings_path, changes=changes_path, composites=pngs)
+    return ExportResult(written, raster_files, handoff_files, pngs)
+
+
+def file_stem(layers: RunLayers) -> str:
+    """``<aoi>_<step>`` with characters that file systems dislike replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{layers.aoi}_{layers.step}")
+
+
+def write_vectors(
+    layers: RunLayers, out_dir: Path, stem: str, fmt: VectorFormat
+) -> dict[str, Path]:
+    """Write every layer: one GeoPackage holding all, or one file per layer."""
+    written: dict[str, Path] = {}
+    if fmt == "gpkg":
+        path = out_dir / f"{stem}.gpkg"
+        path.unlink(missing_ok=True)
+        for name, frame in layers.items():
+            _flat(frame).to_file(
+                path,
+                driver="GPKG",
+                layer=name,
+                engine="pyogrio",
+                dataset_options={"VERSION": GPKG_VERSION},
+                layer_options={"IDENTIFIER": name, "DESCRIPTION": _DESCRIPTIONS[name]},
+                geometry_type=_GEOMETRY_TYPES[name],
+                append=path.exists(),
+            )
+            written[name] = path
+        return written
+    for name, frame in layers.items():
+        if fmt == "geojson":
+            path = out_dir / f"{stem}_{name}.geojson"
+            path.unlink(missing_ok=True)
+            _flat(frame).to_file(
+                path, driver="GeoJSON", engine="pyogrio", geometry_type=_GEOMETRY_TYPES[name]
+            )
+        else:
+            path = out_dir / f"{stem}_{name}.parquet"
+            _flat(frame).to_parquet(path, index=False, geometry_encoding="WKB")
+        written[name] = path
+    return written
+
+
+_GEOMETRY_TYPES = {
+    "aoi": "MultiPolygon",
+    "tile_scores": "Polygon",
+    "findings": "MultiPolygon",
+    "changes": "MultiPolygon",
+    "hotspots": "MultiPolygon",
+}
+_DESCRIPTIONS = {
+    "aoi": "AOI outline with the run's scores",
+    "tile_scores": "Pixel scores per work tile (IoU, QoD, flagged)",
+    "findings": "Object-level disagreements with evidence and review verdict",
+    "changes": "Changes from the previous time step",
+    "hotspots": "Cells where findings cluster significantly (Gi*, FDR-corrected)",
+}
 
 
 def _flat(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -102,15 +193,6 @@ def csv_bytes(frame: gpd.GeoDataFrame) -> bytes:
     return table.to_csv(index=False).encode("utf-8")
 
 
-def _write_vector(frame: gpd.GeoDataFrame, path: Path, driver: str, *, layer: str) -> None:
-    frame = _flat(frame)
-    path.unlink(missing_ok=True)
-    if driver == "GPKG":
-        frame.to_file(path, driver=driver, layer=layer)
-    else:
-        frame.to_file(path, driver=driver)
-
-
 def write_composites(ctx: Context, run_id: int, tiles: list[Tile], out_dir: Path) -> list[Path]:
     """One ``z/x/y.png`` composite per tile, read from the run's shard mosaics."""
     inputs = load_run_inputs(ctx, run_id)
@@ -118,8 +200,8 @@ def write_composites(ctx: Context, run_id: int, tiles: list[Tile], out_dir: Path
     for tile in tiles:
         by_shard.setdefault(shard_of(tile, inputs.aoi.shard_zoom), []).append(tile)
     written: list[Path] = []
-    for shard, shard_tiles in tqdm(
-        by_shard.items(), desc="composites", unit="shard", disable=not ctx.progress
+    for shard, shard_tiles in progress_bar(
+        by_shard.items(), desc="composites", unit="shard", enabled=ctx.progress
     ):
         layers = shard_layers(ctx, inputs, shard)
         if layers is None:

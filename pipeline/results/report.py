@@ -25,7 +25,8 @@ def run_for_step(ctx: Context, aoi: str, step: str | None) -> int:
 
 
 def aoi_report(ctx: Context, aoi: str, *, top_k: int = 5) -> dict[str, Any]:
-    """Trend of AOI scores over runs, plus the latest run's findings and hotspots."""
+    """Trend of AOI scores over runs, plus the latest run's findings and its ``top_k``
+    hotspots (significant cells only, see :func:`pipeline.score.hotspots.hotspots`)."""
     with Session(ctx.engine) as s:
         aoi_row = repo.get_aoi(s, aoi)
         trend = [
@@ -62,8 +63,9 @@ def aoi_report(ctx: Context, aoi: str, *, top_k: int = 5) -> dict[str, Any]:
             "hotspots": [
                 {
                     "rank": int(r.rank),
-                    "tile": f"{int(r.z)}/{int(r.x)}/{int(r.y)}",
+                    "cell": f"{int(r.z)}/{int(r.x)}/{int(r.y)}",
                     "gi_star": float(r.gi_star),
+                    "q_value": None if r.q_value is None else float(r.q_value),
                     "n_findings": int(r.n_findings),
                 }
                 for r in hotspots.itertuples()

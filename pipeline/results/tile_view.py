@@ -95,18 +95,29 @@ def shard_layers(ctx: Context, inputs: RunInputs, shard: Shard) -> ShardLayers |
     if ref is None:
         return None
     image = read_shard_image(ctx, ref).data
-    name = inputs.aoi.name
-    with ctx.store.readable_path(
-        layout.labels_key(name, inputs.opendata.content_hash, shard.id)
-    ) as p:
-        label = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) > 0
+    label = read_shard_labels(ctx, inputs, shard)
+    pred = read_shard_probability(ctx, inputs, shard) >= 128
+    return ShardLayers(image=image, label=label, pred=pred)
+
+
+def read_shard_labels(ctx: Context, inputs: RunInputs, shard: Shard) -> np.ndarray:
+    """The run's open-data labels of ``shard`` as a boolean ``(size, size)`` array."""
+    key = layout.labels_key(inputs.aoi.name, inputs.opendata.content_hash, shard.id)
+    with ctx.store.readable_path(key) as p:
+        return np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) > 0
+
+
+def read_shard_probability(ctx: Context, inputs: RunInputs, shard: Shard) -> np.ndarray:
+    """The run's building probability of ``shard`` as stored: uint8, ``round(p * 255)``."""
+    ref = inputs.imagery.shards.get(shard.id)
+    if ref is None:
+        raise NotFoundError(f"run {inputs.run_id} has no imagery of shard {shard.id}")
     with Session(ctx.engine) as s:
         entry = repo.cached_prediction(s, ref.content_hash, inputs.model_version_id, shard.id)
     if entry is None:  # the cache is shared by AOIs: its entry says where the mosaic is
         raise NotFoundError(f"run {inputs.run_id} has no prediction of shard {shard.id}")
     with ctx.store.readable_path(entry.uri) as p:
-        pred = np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size) >= 128
-    return ShardLayers(image=image, label=label, pred=pred)
+        return np.asarray(read_mosaic(p)[0]).reshape(shard.size, shard.size)
 
 
 def cut_tile(layers: ShardLayers, shard: Shard, tile: Tile) -> TileLayers:

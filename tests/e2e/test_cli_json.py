@@ -53,7 +53,7 @@ def test_fetch_train_predict_audit_export_speak_json(
         "export", "sample-town", "--step", STEP, "--out", str(tmp_path / "out"), "--no-composites"
     )
     assert exported["run_id"] == audited["run_id"]
-    assert Path(exported["findings"]).is_file() and exported["composites"] == []
+    assert Path(exported["layers"]["findings"]).is_file() and exported["composites"] == []
 
     onnx = json_of(
         "models", "export", str(trained["model_version_id"]), "--out", str(tmp_path / "m.onnx")
