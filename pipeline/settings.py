@@ -1,7 +1,8 @@
 """Runtime settings from the environment (``GEOAUDIT_*``) or a ``.env`` file.
 
-Embedded defaults need no set-up: a SQLite database at
-``$GEOAUDIT_HOME/geoaudit.db`` and a local artifact store at
+Embedded defaults need no set-up: a SQLite database that is a GeoPackage at
+``$GEOAUDIT_HOME/geoaudit.gpkg`` (a home made before it keeps its ``geoaudit.db``)
+and a local artifact store at
 ``$GEOAUDIT_HOME/artifacts``, with ``GEOAUDIT_HOME`` defaulting to ``~/.geoaudit``.
 """
 
@@ -18,6 +19,10 @@ from pipeline.errors import ConfigError
 
 def _default_home() -> Path:
     return Path.home() / ".geoaudit"
+
+
+EMBEDDED_STORE = "geoaudit.gpkg"
+LEGACY_EMBEDDED_STORE = "geoaudit.db"  # the name before the store became a GeoPackage
 
 
 class Settings(BaseSettings):
@@ -79,8 +84,16 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        """The configured URL, or ``sqlite:///<home>/geoaudit.db``."""
-        return self.database_url or f"sqlite:///{self.home / 'geoaudit.db'}"
+        """The configured URL, or the home's embedded store: ``sqlite:///<home>/geoaudit.gpkg``
+        (the extension GIS clients expect of a GeoPackage), or the ``geoaudit.db`` of a
+        home made before, when only that one exists."""
+        if self.database_url:
+            return self.database_url
+        store = self.home / EMBEDDED_STORE
+        legacy = self.home / LEGACY_EMBEDDED_STORE
+        if legacy.exists() and not store.exists():
+            store = legacy
+        return f"sqlite:///{store}"
 
     def secret_values(self) -> list[str]:
         """The secrets these settings hold (database URL password, Airflow and review

@@ -62,8 +62,20 @@ def test_version() -> None:
 def test_init_creates_the_embedded_database(home: Path) -> None:
     result = runner.invoke(app, ["init"])
     assert result.exit_code == 0, result.output
-    assert (home / "geoaudit.db").exists()
+    assert (home / "geoaudit.gpkg").exists() and not (home / "geoaudit.db").exists()
     assert str(home / "artifacts") in result.output
+
+
+def test_a_home_made_before_keeps_its_store(home: Path) -> None:
+    """A home whose store is the old ``geoaudit.db`` goes on using it (migrated in place)."""
+    from pipeline.settings import load_settings
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "geoaudit.db").write_bytes(b"")
+    assert load_settings().resolved_database_url == f"sqlite:///{home / 'geoaudit.db'}"
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    assert not (home / "geoaudit.gpkg").exists()
 
 
 def test_aoi_add_and_list(tmp_path: Path) -> None:
@@ -125,14 +137,39 @@ def test_an_unreachable_database_is_one_masked_line_and_exit_4(
         assert "hunter2" not in result.output and "geoaudit:***@" in lines[0]
 
 
-def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A command's output redirected to a log gets no progress bars (thousands of lines)."""
+def test_progress_is_a_line_now_and_then_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redirected to a log, 5,000 quick steps write a first and a last line, not one per
+    refresh; on a terminal the same work draws a bar (carriage returns)."""
     import sys
 
-    from pipeline.cli.common import context
+    from pipeline import progress
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert context().progress is False
+    for _ in progress.progress_bar(range(5000), enabled=True, desc="work", unit="step"):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    assert 1 <= len(lines) <= 3, lines
+    assert "\r" not in "".join(lines) and lines[-1].startswith("work: 100%")
+    assert "5000/5000" in lines[-1]
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # every refresh is due
+    for _ in progress.progress_bar(range(3), enabled=True, desc="slow"):
+        pass
+    assert len(capsys.readouterr().err.splitlines()) >= 3  # a line per due refresh
+    for _ in progress.progress_bar(range(5000), enabled=False, desc="off"):
+        pass
+    assert capsys.readouterr().err == ""
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert context().progress is True
-    assert context(progress=False).progress is False
+    for _ in progress.progress_bar(range(10), enabled=True, desc="tty"):
+        pass
+    assert "\r" in capsys.readouterr().err
+
+
+def test_export_refuses_an_unknown_format(home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["export", "sample-town", "--out", str(tmp_path / "out"), "--format", "shp"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "must be one of gpkg, geojson, parquet" in result.output
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -71,11 +70,12 @@ def _database_url() -> str | None:
 
 
 def context(progress: bool = True) -> Context:
-    """Settings → logging → database + artifact store, ready for a command. Progress
-    bars only on a terminal (they write to stderr): a log file or a pipe gets none."""
+    """Settings → logging → database + artifact store, ready for a command. Progress goes
+    to stderr: a bar on a terminal, a line every few seconds in a log or a pipe
+    (:mod:`pipeline.progress`)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return open_context(settings, progress=progress and sys.stderr.isatty())
+    return open_context(settings, progress=progress)
 
 
 def print_json(data: Any) -> None:

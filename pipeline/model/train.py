@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from pipeline.errors import ModelError
 from pipeline.model.checkpoint import save_model
@@ -23,6 +22,7 @@ from pipeline.model.device import autocast, is_cuda, memory_format
 from pipeline.model.losses import LovaszBCELoss
 from pipeline.model.net import ModelSpec, build_model
 from pipeline.model.predict import predict_batch, predict_mosaic
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def train_model(
     def progress_now() -> float:
         return step / total_steps if total_steps else time_used()
 
-    bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step")
+    bar = progress_bar(total=total_steps, enabled=progress, desc="train", unit="step")
     done = False
     while not done:
         dataset.set_epoch(epoch)

@@ -19,7 +19,6 @@ import logging
 import time
 
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from pipeline.aoi.config import AoiConfig
 from pipeline.aoi.steps import DATE_RULES, check_step
@@ -28,6 +27,7 @@ from pipeline.db import repo
 from pipeline.db.engine import write_session
 from pipeline.errors import CoverageError, NotFoundError, VectorDataError
 from pipeline.mosaic import array_hash, write_mosaic
+from pipeline.progress import progress_bar
 from pipeline.rasterize import prepare_footprints
 from pipeline.run import layout
 from pipeline.run.handoffs import FetchedSnapshot, SnapshotKind
@@ -143,8 +143,8 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
         refs: dict[str, ShardRef] = {}
         written: list[str] = []  # mosaics this fetch added: removed again if it fails
         try:
-            for shard in tqdm(
-                shards, desc=f"fetch imagery {step}", unit="shard", disable=not ctx.progress
+            for shard in progress_bar(
+                shards, desc=f"fetch imagery {step}", unit="shard", enabled=ctx.progress
             ):
                 image = source.read_shard(shard)
                 if not image.valid.any():

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from tqdm import tqdm
 
 from pipeline.aoi.steps import check_step
 from pipeline.context import Context
@@ -26,6 +25,7 @@ from pipeline.db.engine import write_session
 from pipeline.db.faults import is_disconnect
 from pipeline.errors import GeoAuditError
 from pipeline.locks import AuditLock, audit_lock
+from pipeline.progress import progress_bar
 from pipeline.redact import redact
 from pipeline.run.handoffs import AuditPlan, AuditRequest, Handoff, RunSummary, ShardOutcome
 from pipeline.run.inputs import load_run_inputs
@@ -175,11 +175,11 @@ class LocalRunner:
             return self._attempt(stage, request, **kwargs)
         plan: AuditPlan = done["plan"]
         outcomes: list[Handoff] = []
-        for shard_id in tqdm(
+        for shard_id in progress_bar(
             plan.shard_ids,
             desc=f"audit {request.aoi} {request.step}",
             unit="shard",
-            disable=not self.ctx.progress,
+            enabled=self.ctx.progress,
         ):
             outcomes.append(self._attempt(stage, request, **kwargs, shard_id=shard_id))
         return outcomes

@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from pipeline.aoi.config import AoiConfig
 from pipeline.context import Context
@@ -26,6 +25,7 @@ from pipeline.db.engine import write_session
 from pipeline.errors import StoreError
 from pipeline.model.folds import FoldSet
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic, write_mosaic
+from pipeline.progress import progress_bar
 from pipeline.run import layout
 from pipeline.run.inputs import ImagerySnapshot, RunInputs, ShardPixels, read_shard_image
 from pipeline.store import file_sha256
@@ -179,8 +179,8 @@ def predict_imagery(
     """Predictions of every shard of an imagery snapshot, outside any run (``geoaudit
     predict``): cached ones are read, the others predicted and cached."""
     out: dict[str, Prediction] = {}
-    for shard_id, ref in tqdm(
-        sorted(imagery.shards.items()), desc="predict", unit="shard", disable=not ctx.progress
+    for shard_id, ref in progress_bar(
+        sorted(imagery.shards.items()), desc="predict", unit="shard", enabled=ctx.progress
     ):
         out[shard_id] = predict_shard(
             ctx,

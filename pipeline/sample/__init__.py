@@ -60,9 +60,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 from pipeline.sample.evaluate import evaluate_against_truth
 from pipeline.sample.opendata import (
     lonlat_converter,
@@ -158,7 +157,7 @@ def create_sample(
     world = world_textures(town)
     imagery: dict[str, Path] = {}
     opendata: dict[str, Path] = {}
-    for s, step in enumerate(tqdm(STEPS, desc="sample steps", disable=not progress)):
+    for s, step in enumerate(progress_bar(STEPS, desc="sample steps", enabled=progress)):
         imagery[step] = root / "imagery" / f"{step}.tif"
         write_geotiff(imagery[step], render_step(town, s, world), town, step_name=step)
         opendata[step] = root / "opendata" / f"{step}.geojson"

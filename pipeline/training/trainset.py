@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from pipeline.aoi.config import AoiConfig
 from pipeline.context import Context
@@ -29,6 +28,7 @@ from pipeline.db import repo
 from pipeline.errors import GeoAuditError
 from pipeline.model.dataset import TrainingSample
 from pipeline.model.folds import FoldPlan
+from pipeline.progress import progress_bar
 from pipeline.run.fetch import fetch_imagery, fetch_opendata
 from pipeline.run.inputs import imagery_snapshot, opendata_snapshot, read_shard_image
 from pipeline.run.labels import shard_labels
@@ -96,11 +96,11 @@ def load_areas(
         with Session(ctx.engine) as s:
             imagery = imagery_snapshot(s, fetched_imagery.snapshot_id)
             opendata = opendata_snapshot(s, fetched_opendata.snapshot_id)
-        for shard, tiles in tqdm(
+        for shard, tiles in progress_bar(
             config.shards().items(),
             desc=f"training set {step}",
             unit="shard",
-            disable=not ctx.progress,
+            enabled=ctx.progress,
         ):
             ref = imagery.shards.get(shard.id)
             if ref is None:
