@@ -8,14 +8,20 @@ import streamlit as st
 
 st.set_page_config(page_title="GeoAudit", page_icon=":material/satellite_alt:", layout="wide")
 
+OVERVIEW = st.Page(
+    "views/overview.py", url_path="overview", title="Overview", icon=":material/dashboard:"
+)
+
+
+def _root() -> None:
+    """The app's root URL opens the overview at its own address, ``/overview``: Streamlit
+    serves a default page at ``/`` only, ignoring its ``url_path``."""
+    st.switch_page(OVERVIEW)
+
+
 PAGES = [
-    st.Page(
-        "views/overview.py",
-        url_path="overview",
-        title="Overview",
-        icon=":material/dashboard:",
-        default=True,
-    ),
+    st.Page(_root, title="GeoAudit", url_path="home", default=True, visibility="hidden"),
+    OVERVIEW,
     st.Page("views/trends.py", url_path="trends", title="Trends", icon=":material/show_chart:"),
     st.Page("views/hotspots.py", url_path="hotspots", title="Hotspots map", icon=":material/map:"),
     st.Page(

@@ -20,10 +20,11 @@ import pydeck as pdk
 
 from pipeline.results.export import geojson_bytes
 
-# colours (RGBA) of the map layers and their legend
+# colours (RGBA) of the map layers and their legend; none is green, the colour of
+# vegetation in the imagery underneath
 FINDING_COLOURS: dict[str, list[int]] = {
     "missing_in_opendata": [255, 0, 255, 170],
-    "unsupported_by_imagery": [0, 200, 0, 170],
+    "unsupported_by_imagery": [30, 110, 255, 170],
     "misaligned": [255, 165, 0, 170],
 }
 CHANGE_COLOURS: dict[str, list[int]] = {
@@ -38,15 +39,14 @@ HOTSPOT_LINE = [255, 255, 0, 255]
 
 
 def error_colour(qod: float | None) -> list[int]:
-    """Green (QoD 100) through yellow to red (QoD 0), semi-transparent; grey without a score."""
+    """Clear at QoD 100, then yellow to red and more opaque as QoD falls to 0, so good
+    tiles leave the imagery visible; grey without a score."""
     if qod is None or not np.isfinite(qod):
         return [128, 128, 128, 60]
     err = float(np.clip(1.0 - qod / 100.0, 0.0, 1.0))
-    if err < 0.5:
-        r, g = int(510 * err), 200
-    else:
-        r, g = 255, int(200 * (1.0 - (err - 0.5) * 2))
-    return [r, g, 0, 90]
+    green = int(220 * (1.0 - min(err * 2, 1.0)))
+    alpha = int(150 * min(err * 2.5, 1.0))
+    return [255, green, 0, alpha]
 
 
 def cells_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
@@ -82,6 +82,47 @@ def cells_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
     )
 
 
+def change_colour(delta: float | None) -> list[int]:
+    """Blue where QoD rose, red where it fell, clear where it held (|Δ| < 2); the more
+    it moved (up to 25 points), the stronger."""
+    if delta is None or not np.isfinite(delta) or abs(delta) < 2.0:
+        return [0, 0, 0, 0]
+    strength = float(np.clip(abs(delta) / 25.0, 0.15, 1.0))
+    base = [30, 110, 255] if delta > 0 else [230, 30, 30]
+    return [*base, int(40 + 150 * strength)]
+
+
+def qod_change_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
+    """Cells (``cell_x``, ``cell_y``, ``qod_from``, ``qod_to``) coloured by QoD change."""
+    records = []
+    for row in cells.itertuples(index=False):
+        b = mercantile.bounds(int(row.cell_x), int(row.cell_y), zoom)
+        delta = None if pd.isna(row.qod_from) or pd.isna(row.qod_to) else row.qod_to - row.qod_from
+        records.append(
+            {
+                "polygon": [
+                    [b.west, b.south],
+                    [b.east, b.south],
+                    [b.east, b.north],
+                    [b.west, b.north],
+                ],
+                "fill": change_colour(delta),
+                "cell": f"{zoom}/{int(row.cell_x)}/{int(row.cell_y)}",
+                "qod": None if delta is None else f"ΔQoD {delta:+.1f}",
+            }
+        )
+    return pdk.Layer(
+        "PolygonLayer",
+        records,
+        id="qod_change",
+        get_polygon="polygon",
+        get_fill_color="fill",
+        get_line_color=[40, 40, 40, 60],
+        line_width_min_pixels=1,
+        pickable=True,
+    )
+
+
 def vector_layer(
     frame: gpd.GeoDataFrame, colours: dict[str, list[int]], *, layer_id: str
 ) -> pdk.Layer:
@@ -102,8 +143,8 @@ def vector_layer(
 
 
 def hotspot_layer(hotspots: gpd.GeoDataFrame) -> pdk.Layer:
-    """Outlines of the ranked hotspot cells."""
-    keep = [c for c in ("rank", "gi_star", "n_findings", "geometry") if c in hotspots]
+    """Outlines of the significant hotspot cells (clipped to the AOI)."""
+    keep = [c for c in ("rank", "gi_star", "q_value", "n_findings", "geometry") if c in hotspots]
     return pdk.Layer(
         "GeoJsonLayer",
         json.loads(geojson_bytes(hotspots[keep])),

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import data, maps
 from dashboard.widgets import downloads, pick_audited_step
+from pipeline.tiles import TILE_SIZE, resolution
 
 MAX_CELLS = 4000  # above this, tiles are aggregated into cells of 2^k x 2^k tiles
 
@@ -25,13 +26,15 @@ cell_zoom = int(extent["z"]) - level
 sb = st.sidebar
 sb.markdown("**Layers**")
 basemap_url = data.settings().basemap_url
+# on at first: what a reviewer reads (imagery, findings, significant hotspots); the
+# tile errors and the changes are one click away
 show_basemap = basemap_url is not None and sb.toggle("Basemap", value=True, key="layer_basemap")
 show_imagery = sb.toggle("Imagery", value=True, key="layer_imagery")
 show_tiles = sb.toggle(
-    "Tiles by error" if level == 0 else "Cells by error", value=True, key="layer_tiles"
+    "Tiles by error" if level == 0 else "Cells by error", value=False, key="layer_tiles"
 )
 show_findings = sb.toggle("Findings", value=True, key="layer_findings")
-show_changes = sb.toggle("Changes", value=True, key="layer_changes")
+show_changes = sb.toggle("Changes", value=False, key="layer_changes")
 show_hotspots = sb.toggle("Hotspot cells", value=True, key="layer_hotspots")
 
 findings = data.findings(run_id)
@@ -77,23 +80,41 @@ def _swatch(rgba: list[int], label: str, *, outline: bool = False) -> str:
 
 legend = ["**Legend**"]
 legend.append(
-    "Tiles: " + "".join(_swatch(maps.error_colour(q), f"QoD {q}") for q in (100, 75, 50, 25, 0))
+    "Tiles: "
+    + "".join(_swatch(maps.error_colour(q), f"QoD {q}") for q in (90, 75, 50, 25, 0))
+    + " (QoD 100: clear)"
 )
 legend.append("Findings: " + "".join(_swatch(c, k) for k, c in maps.FINDING_COLOURS.items()))
 legend.append("Changes: " + "".join(_swatch(c, k) for k, c in maps.CHANGE_COLOURS.items()))
-legend.append("Hotspots: " + _swatch(maps.HOTSPOT_LINE, "ranked cell (Gi*)", outline=True))
+legend.append(
+    "Hotspots: "
+    + _swatch(maps.HOTSPOT_LINE, "significant cell (Gi*, false discovery rate 5%)", outline=True)
+)
 st.markdown("<br>".join(legend), unsafe_allow_html=True)
-if level:
-    st.caption(f"{n_tiles} tiles shown as {len(cells)} cells of {2**level}×{2**level} tiles.")
+west, south, east, north = bounds
+lat, lon = (south + north) / 2, (west + east) / 2
+tile_m = resolution(int(extent["z"]), lat) * TILE_SIZE
+scale = (
+    f"Centre {lat:.5f}° N, {lon:.5f}° E · one tile ≈ {tile_m:.0f} m across"
+    if level == 0
+    else f"Centre {lat:.5f}° N, {lon:.5f}° E · {n_tiles} tiles shown as {len(cells)} cells "
+    f"of {2**level}×{2**level} tiles, one cell ≈ {tile_m * 2**level:.0f} m across"
+)
+st.caption(scale)
 
 left, right = st.columns(2)
 with left:
-    st.markdown(f"**Top hotspots** (step {step})")
-    st.dataframe(
-        hotspots.drop(columns=["geometry", "id", "run_id"], errors="ignore").head(10),
-        hide_index=True,
-        width="stretch",
-    )
+    st.markdown(f"**Significant hotspot cells** (step {step})")
+    if hotspots.empty:
+        st.caption("No cell where findings cluster more than chance explains.")
+    else:
+        st.dataframe(
+            hotspots.drop(columns=["geometry", "id", "run_id"], errors="ignore")
+            .head(10)
+            .round({"gi_star": 2, "p_value": 4, "q_value": 4}),
+            hide_index=True,
+            width="stretch",
+        )
 with right:
     st.markdown(f"**Findings** ({len(findings)})")
     st.dataframe(

@@ -60,24 +60,33 @@ event = st.dataframe(
         "link": st.column_config.LinkColumn(
             "AOI", display_text=r"trends\?aoi=(.*)", help="Open the AOI's trends"
         ),
-        "latest_step": "Latest step",
-        "qod": st.column_config.NumberColumn("QoD", format="%.1f", help=QOD_HELP),
+        "latest_step": st.column_config.TextColumn("Latest step", width="small"),
+        "qod": st.column_config.NumberColumn("QoD", format="%.1f", help=QOD_HELP, width="small"),
         "qod_change": st.column_config.NumberColumn(
-            "Δ QoD", format="%+.1f", help="Change since the previous audited step"
+            "Δ QoD", format="%+.1f", help="Change since the previous audited step", width="small"
         ),
-        "trend": st.column_config.LineChartColumn("QoD trend"),
+        # one scale for every AOI (0-100): a small drop is not drawn as a fall
+        "trend": st.column_config.LineChartColumn(
+            "QoD trend", y_min=0, y_max=100, help="QoD per audited step, on a 0-100 scale"
+        ),
         "completeness": st.column_config.ProgressColumn(
             "Completeness", min_value=0.0, max_value=1.0, format="%.2f"
         ),
         "correctness": st.column_config.ProgressColumn(
             "Correctness", min_value=0.0, max_value=1.0, format="%.2f"
         ),
-        "flagged_tile_share": st.column_config.NumberColumn("Flagged tiles", format="percent"),
-        "model": st.column_config.TextColumn(
-            "Model", help="Whether the model's out-of-sample quality reaches the AOI's floor"
+        "flagged_tile_share": st.column_config.NumberColumn(
+            "Flagged", format="percent", help="Share of flagged tiles", width="small"
         ),
-        "open_findings": st.column_config.NumberColumn("Open findings", help="Not yet reviewed"),
-        "last_status": "Last run",
+        "model": st.column_config.TextColumn(
+            "Model",
+            help="Whether the model's out-of-sample quality reaches the AOI's floor",
+            width="small",
+        ),
+        "open_findings": st.column_config.NumberColumn(
+            "Open", help="Findings not yet reviewed", width="small"
+        ),
+        "last_status": st.column_config.TextColumn("Last run", width="small"),
         "last_started_at": st.column_config.DatetimeColumn(
             "Last run at", format="YYYY-MM-DD HH:mm"
         ),

@@ -9,6 +9,7 @@ from dashboard.widgets import QOD_HELP, downloads, pick_audited_step, tile_label
 from pipeline.airflow_api import AirflowClient, AirflowError, reviews_asset_uri
 from pipeline.db.models import VERDICTS
 from pipeline.errors import GeoAuditError
+from pipeline.results.links import josm_url, osm_url
 from pipeline.tiles import Tile
 
 VERDICT_HELP = {
@@ -116,13 +117,29 @@ with findings_tab:
     if only_open_f:
         shown = shown[shown["verdict"].isna()]
     shown = shown.reset_index(drop=True)
-    st.caption(f"{len(shown)} findings of step {step}, most severe (area × confidence) first.")
+    shown["osm"] = shown["feature_id"].map(osm_url)
+    shown["josm"] = [
+        josm_url(g, f) for g, f in zip(shown["geometry"], shown["feature_id"], strict=True)
+    ]
+    st.caption(
+        f"{len(shown)} findings of step {step}, most severe (area × confidence) first. "
+        "**JOSM** opens the place in a running JOSM (remote control on); **OSM** the "
+        "mapped object."
+    )
     st.dataframe(
         shown.drop(columns=["geometry"]),
         hide_index=True,
         width="stretch",
         height=240,
-        column_config={"area_m2": st.column_config.NumberColumn("Area m²", format="%.0f")},
+        column_config={
+            "area_m2": st.column_config.NumberColumn("Area m²", format="%.0f"),
+            "severity": st.column_config.NumberColumn("Severity", format="%.1f"),
+            "confidence": st.column_config.NumberColumn("Confidence", format="%.2f"),
+            "iou": st.column_config.NumberColumn("IoU", format="%.2f"),
+            "offset_m": st.column_config.NumberColumn("Offset m", format="%.1f"),
+            "josm": st.column_config.LinkColumn("JOSM", display_text="edit"),
+            "osm": st.column_config.LinkColumn("OSM", display_text="object"),
+        },
     )
     import geopandas as gpd
 
@@ -142,6 +159,10 @@ with findings_tab:
             "Finding to review", list(labels), format_func=labels.get, key="review_finding"
         )
         row = shown[shown["finding_id"] == fid].iloc[0]
+        links = [f"[Open in JOSM]({row['josm']})"]
+        if row["osm"]:
+            links.append(f"[OSM object]({row['osm']})")
+        st.markdown(" · ".join(links))
         try:
             st.image(
                 data.crop(run_id, row["geometry"]),

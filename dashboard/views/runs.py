@@ -153,7 +153,19 @@ with st.form("trigger"):
         index=aoi_names.index(which) if which in aoi_names else 0,
         key="trigger_aoi",
     )
-    step = st.date_input("Time step", value=dt.date.today(), key="trigger_step")
+    # default: the AOI's latest audited step (re-audit it); today for an AOI never audited
+    latest_steps = dict(zip(overview["aoi"], overview["latest_step"], strict=True))
+    latest_step = latest_steps.get(which if which in aoi_names else target)
+    try:
+        default_step = dt.date.fromisoformat(str(latest_step)[:10])
+    except ValueError:
+        default_step = dt.date.today()
+    step = st.date_input(
+        "Time step",
+        value=default_step,
+        key="trigger_step",
+        help="The AOI's latest audited step by default; any date audits the sources as of it.",
+    )
     bbox_text = st.text_input(
         "Only shards touching bbox (west south east north, optional)", key="trigger_bbox"
     )

@@ -1,10 +1,14 @@
 """Trends: an AOI's quality measures over time, with the model of each run marked."""
 
+import math
+
 import altair as alt
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, maps
 from dashboard.widgets import QOD_HELP, pick_aoi
+
+MAX_CELLS = 4000  # above this, tiles are aggregated into cells of 2^k x 2^k tiles
 
 st.title("Trends")
 aoi = pick_aoi()
@@ -54,7 +58,8 @@ qod = (
     .mark_line(point=True)
     .encode(
         x=alt.X("step:O", title="Time step"),
-        y=alt.Y("mean_qod:Q", title="QoD", scale=alt.Scale(domain=[0, 100])),
+        # the axis follows the data (a 0-100 axis flattened a 2-point drop), never above 100
+        y=alt.Y("mean_qod:Q", title="QoD", scale=alt.Scale(zero=False, domainMax=100, nice=True)),
         tooltip=["step", alt.Tooltip("mean_qod:Q", format=".1f"), "model", "run_id"],
     )
 )
@@ -82,6 +87,39 @@ else:
         )
         .interactive(),
         width="stretch",
+    )
+
+st.markdown("**Where quality moved**: QoD change per tile between two audited steps")
+steps = list(trend["step"])
+if len(steps) < 2:
+    st.caption("One audited step so far: the map appears with the second.")
+else:
+    c_from, c_to = st.columns(2)
+    step_from = c_from.selectbox("From step", steps[:-1], index=0, key="change_from")
+    later = [s for s in steps if s > step_from]
+    step_to = c_to.selectbox("To step", later, index=len(later) - 1, key="change_to")
+    run_of = dict(zip(trend["step"], trend["run_id"], strict=True))
+    extent = data.q("tile_extent", run_id=int(run_of[step_to])).iloc[0]
+    n_tiles = int(extent["n_tiles"] or 0)
+    level = max(0, math.ceil(math.log(n_tiles / MAX_CELLS, 4))) if n_tiles > MAX_CELLS else 0
+    cells_from = data.q("tile_cells", run_id=int(run_of[step_from]), factor=2**level)
+    cells_to = data.q("tile_cells", run_id=int(run_of[step_to]), factor=2**level)
+    both = cells_to[["cell_x", "cell_y", "qod"]].merge(
+        cells_from[["cell_x", "cell_y", "qod"]],
+        on=["cell_x", "cell_y"],
+        how="outer",
+        suffixes=("_to", "_from"),
+    )
+    zoom = int(extent["z"]) - level
+    layers = maps.bitmap_layers(data.previews(int(run_of[step_to])), prefix="imagery")
+    layers.append(maps.qod_change_layer(both, zoom))
+    st.pydeck_chart(
+        maps.deck(layers, data.aoi_bounds(int(aoi["aoi_id"]))), height=420, key="qod_change_map"
+    )
+    delta = (both["qod_to"] - both["qod_from"]).dropna()
+    st.caption(
+        f"{step_from} → {step_to}: {int((delta <= -2).sum())} tiles lost 2+ QoD points (red), "
+        f"{int((delta >= 2).sum())} gained (blue), {int((delta.abs() < 2).sum())} held (clear)."
     )
 
 st.dataframe(

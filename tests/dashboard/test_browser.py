@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 CHROMIUM = Path(os.environ.get("GEOAUDIT_CHROMIUM", "/usr/bin/chromium"))
 PAGES = {
-    "": "GeoAudit: open data against imagery",
+    "": "GeoAudit: open data against imagery",  # the root opens /overview
+    "overview": "GeoAudit: open data against imagery",
     "trends": "Trends",
     "hotspots": "Hotspots map",
     "tile-inspector": "Tile inspector",
@@ -114,7 +115,8 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
             for path, title in PAGES.items():
                 page.goto(f"{dashboard_url}/{path}")
                 _settle(page)
-                page.screenshot(path=str(shots / f"{path or 'overview'}.png"), full_page=True)
+                page.screenshot(path=str(shots / f"{path or 'root'}.png"), full_page=True)
+                assert page.url.rstrip("/").endswith(f"/{path or 'overview'}")
                 assert page.locator("h1").first.inner_text() == title
                 errors = page.locator(ERRORS)
                 assert errors.count() == 0, f"/{path}: {errors.first.inner_text()}"
@@ -131,6 +133,27 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
                         assert page.get_by_role("button", name=label).count() == 0, label
                 if path == "hotspots":  # the deck.gl map drew on its canvas
                     assert page.locator("canvas").count() >= 1
+                    # what a reviewer reads is on; tile errors and changes a click away
+                    toggles = {
+                        name: page.get_by_role("switch", name=name).is_checked()
+                        for name in (
+                            "Imagery",
+                            "Tiles by error",
+                            "Findings",
+                            "Changes",
+                            "Hotspot cells",
+                        )
+                    }
+                    assert toggles == {
+                        "Imagery": True,
+                        "Tiles by error": False,
+                        "Findings": True,
+                        "Changes": False,
+                        "Hotspot cells": True,
+                    }
+                    body = page.inner_text("body")
+                    assert "one tile ≈" in body and "° N" in body  # scale and place
+                    assert "significant cell (Gi*, false discovery rate 5%)" in body
                 if path == "tile-inspector":  # four pictures that really loaded
                     widths = page.eval_on_selector_all(
                         "[data-testid=stImage] img", "imgs => imgs.map(i => i.naturalWidth)"
@@ -139,6 +162,4 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
             assert not console_errors, console_errors
         finally:
             browser.close()
-    assert sorted(f.name for f in shots.iterdir()) == sorted(
-        f"{p or 'overview'}.png" for p in PAGES
-    )
+    assert sorted(f.name for f in shots.iterdir()) == sorted(f"{p or 'root'}.png" for p in PAGES)
