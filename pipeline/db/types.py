@@ -50,6 +50,7 @@ def _sqlite_text(type_: sa.String, compiler: Any, **kw: Any) -> str:
 def _sqlite_json(type_: sa.JSON, compiler: Any, **kw: Any) -> str:
     return "TEXT"
 
+
 # OGC type name (as PostGIS spells it) -> shapely type id
 _TYPE_IDS = {
     "POINT": 0,

@@ -113,14 +113,16 @@ def _sqlite_schema(engine) -> dict[str, object]:
     """Our tables' declared column types and nullability, and our indexes' SQL, as SQLite
     keeps them (GeoPackage's own tables left out; column order may differ)."""
     with engine.connect() as conn:
-        tables = conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table' "
-            "AND name NOT LIKE 'gpkg%' AND name NOT LIKE 'rtree%' AND name NOT LIKE 'sqlite%'"
-        ).scalars().all()
-        schema: dict[str, object] = {
-            t: sorted(
-                (r[1], r[2], r[3]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{t}")')
+        tables = (
+            conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'gpkg%' AND name NOT LIKE 'rtree%' AND name NOT LIKE 'sqlite%'"
             )
+            .scalars()
+            .all()
+        )
+        schema: dict[str, object] = {
+            t: sorted((r[1], r[2], r[3]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{t}")'))
             for t in tables
         }
         indexes = conn.exec_driver_sql(
