@@ -8,6 +8,7 @@ one at the end), so a log shows that work moves without filling up.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -31,6 +32,27 @@ class _Lines:
         self.stream.flush()
 
 
+class _LineBar(tqdm):
+    """tqdm that draws at most one line per :data:`LINE_INTERVAL_S` (``set_postfix`` and
+    ``refresh`` included, which tqdm itself draws at once) and always the last state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._drawn_at = float("-inf")
+        self._closing = False
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:
+        now = time.monotonic()
+        if not self._closing and now - self._drawn_at < LINE_INTERVAL_S:
+            return None
+        self._drawn_at = now
+        return super().display(msg, pos)
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()
+
+
 def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)``: silent unless ``enabled``; a bar on a terminal (stderr),
     otherwise plain lines every :data:`LINE_INTERVAL_S` seconds."""
@@ -38,7 +60,7 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool, **kwar
         return tqdm(iterable, disable=True, **kwargs)
     if sys.stderr.isatty():
         return tqdm(iterable, **kwargs)
-    return tqdm(
+    return _LineBar(
         iterable,
         file=_Lines(sys.stderr),
         mininterval=LINE_INTERVAL_S,

@@ -92,6 +92,35 @@ def test_aoi_add_and_list(tmp_path: Path) -> None:
     assert listed.exit_code == 0 and '"name": "town"' in listed.output
     shown = runner.invoke(app, ["aoi", "show", "town"])
     assert str(tmp_path / "img" / "{step}.tif") in shown.output
+    import json
+
+    as_json = json.loads(runner.invoke(app, ["aoi", "show", "town", "--json"]).stdout)
+    assert as_json["name"] == "town" and as_json["bbox"] == [8.54, 47.36, 8.545, 47.365]
+    again = runner.invoke(app, ["aoi", "add", str(aoi), "--json"])
+    assert again.exit_code == 0, again.output
+    added = json.loads(again.stdout)
+    assert added["name"] == "town" and added["tiles"] > 0 and added["work_zoom"] == 18
+    init = json.loads(runner.invoke(app, ["init", "--json"]).stdout)
+    assert init["database"].startswith("sqlite:///") and init["database"].endswith(".gpkg")
+
+
+def test_every_command_speaks_json() -> None:
+    """Scripts get one JSON document from any command: each has --json."""
+    import typer.main
+
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, (*prefix, name))
+            else:
+                yield (*prefix, name), command
+
+    missing = [
+        " ".join(path)
+        for path, command in commands(typer.main.get_command(app))
+        if not any("--json" in p.opts for p in command.params)
+    ]
+    assert missing == []
 
 
 def test_malformed_aoi_file_exits_3_naming_the_field(tmp_path: Path) -> None:
@@ -153,6 +182,13 @@ def test_progress_is_a_line_now_and_then_off_a_terminal(
     assert 1 <= len(lines) <= 3, lines
     assert "\r" not in "".join(lines) and lines[-1].startswith("work: 100%")
     assert "5000/5000" in lines[-1]
+    # set_postfix draws at once in tqdm: here it waits for the interval too
+    with progress.progress_bar(total=2000, enabled=True, desc="train") as bar:
+        for _ in range(2000):
+            bar.update()
+            bar.set_postfix(loss=0.5)
+    lines = capsys.readouterr().err.splitlines()
+    assert 1 <= len(lines) <= 3 and "2000/2000" in lines[-1], lines
     monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # every refresh is due
     for _ in progress.progress_bar(range(3), enabled=True, desc="slow"):
         pass

@@ -19,11 +19,25 @@ app = typer.Typer(help="Register and list areas of interest (AOIs).", no_args_is
 
 @app.command("add")
 @guarded
-def add(path: Annotated[Path, typer.Argument(help="AOI YAML file.")]) -> None:
+def add(
+    path: Annotated[Path, typer.Argument(help="AOI YAML file.")], as_json: JsonFlag = False
+) -> None:
     """Validate an AOI file and register it (database + AOI folder)."""
     ctx = context(progress=False)
     config = add_aoi_file(ctx, path)
     n_tiles = len(config.tiles())
+    if as_json:
+        print_json(
+            {
+                "name": config.name,
+                "area_km2": config.area_km2(),
+                "tiles": n_tiles,
+                "work_zoom": config.work_zoom,
+                "shards": len(config.shards()),
+                "shard_zoom": config.shard_zoom,
+            }
+        )
+        return
     console.print(
         f"registered AOI [bold]{config.name}[/]: {config.area_km2():.2f} km², "
         f"{n_tiles} tiles at z{config.work_zoom} in {len(config.shards())} shards "
@@ -58,8 +72,14 @@ def list_(as_json: JsonFlag = False) -> None:
 
 @app.command("show")
 @guarded
-def show(name: AoiName) -> None:
-    """Print an AOI's configuration as YAML (URL query strings and passwords masked;
-    ``${ENV_VAR}`` references are shown as written, never resolved)."""
+def show(name: AoiName, as_json: JsonFlag = False) -> None:
+    """Print an AOI's configuration as YAML, or JSON with --json (URL query strings and
+    passwords masked; ``${ENV_VAR}`` references are shown as written, never resolved)."""
+    import yaml
+
     ctx = context(progress=False)
-    typer.echo(redact(get_aoi_config(ctx, name).to_yaml()))
+    text = redact(get_aoi_config(ctx, name).to_yaml())
+    if as_json:
+        print_json(yaml.safe_load(text))
+        return
+    typer.echo(text)

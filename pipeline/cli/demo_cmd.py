@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import console, context, guarded
+from pipeline.cli.common import JsonFlag, console, context, guarded, print_json
 
 
 @guarded
@@ -20,6 +20,7 @@ def demo(
     train_seconds: Annotated[
         float | None, typer.Option(help="Training time cap in seconds; default none.", min=1)
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create the sample AOI, train, audit two time steps, score against the truth."""
     from pipeline.sample.demo import run_demo
@@ -28,6 +29,9 @@ def demo(
     budget = {"train_steps": train_steps, "train_seconds": train_seconds}
     result = run_demo(ctx, size_m=size_m, **{k: v for k, v in budget.items() if v is not None})
     s = result.summary
+    if as_json:
+        print_json({**s, "summary_path": str(result.path)})
+        return
     console.rule("GeoAudit demo: sample-town")
     console.print(f"model validation IoU        {s['model']['val_iou']:.3f}")
     for key, label in (

@@ -136,8 +136,8 @@ def export(
         return
     for path in sorted(set(result.layers.values())):
         names = [k for k, v in result.layers.items() if v == path]
-        console.print(f"{', '.join(names)}: {path}")
+        console.print(f"{', '.join(names)}: {path}", soft_wrap=True)
     for name, path in {**result.rasters, **result.handoff}.items():
-        console.print(f"{name}: {path}")
+        console.print(f"{name}: {path}", soft_wrap=True)
     if composites:
         console.print(f"composites: {len(result.composites)} PNG tiles under {out / 'composites'}")

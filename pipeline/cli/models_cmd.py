@@ -57,12 +57,22 @@ def list_(
 
 @app.command("promote")
 @guarded
-def promote(model_version: Annotated[int, typer.Argument(help="Model version id.")]) -> None:
+def promote(
+    model_version: Annotated[int, typer.Argument(help="Model version id.")],
+    as_json: JsonFlag = False,
+) -> None:
     """Make a model version the production model of its name (the old one is archived)."""
     ctx = context(progress=False)
     with write_session(ctx.engine) as s:
         mv = repo.promote(s, model_version)
-        console.print(f"model {mv.name} v{mv.version} (id {mv.id}) is now in production")
+        promoted = {"id": mv.id, "name": mv.name, "version": mv.version, "stage": mv.stage}
+    if as_json:
+        print_json(promoted)
+        return
+    console.print(
+        f"model {promoted['name']} v{promoted['version']} (id {promoted['id']}) "
+        "is now in production"
+    )
 
 
 @app.command("export")

@@ -10,7 +10,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.db import repo
-from pipeline.db.models import Change, Finding, ModelVersion, Run, TileScore, ValidationResult
+from pipeline.db.models import (
+    Change,
+    Finding,
+    Hotspot,
+    ModelVersion,
+    Run,
+    TileScore,
+    ValidationResult,
+)
 
 PAGES = {
     "overview": "GeoAudit: open data against imagery",
@@ -84,14 +92,21 @@ def test_hotspots_map_layers_follow_the_toggles(open_page, app_env):
     with Session(app_env.engine) as s:
         n_tiles = s.scalar(select(func.count()).where(TileScore.run_id == run.id))
         n_findings = s.scalar(select(func.count()).where(Finding.run_id == run.id))
+    with Session(app_env.engine) as s:
+        n_hotspots = s.scalar(select(func.count()).where(Hotspot.run_id == run.id))
     at = open_page("hotspots")
     deck = _deck(at)
     assert "mapStyle" not in deck  # no basemap: works offline
     layers = {layer["id"]: layer for layer in deck["layers"]}
-    assert {"tiles", "findings", "changes", "hotspots"} <= set(layers)
+    # on at first: the imagery, the findings and the significant hotspots
+    assert "findings" in layers and ("hotspots" in layers) == (n_hotspots > 0)
+    assert "tiles" not in layers and "changes" not in layers
     assert any(name.startswith("imagery-") for name in layers)
-    assert len(layers["tiles"]["data"]) == n_tiles
     assert len(layers["findings"]["data"]["features"]) == n_findings
+    at.toggle(key="layer_tiles").set_value(True).run()
+    at.toggle(key="layer_changes").set_value(True).run()
+    layers = {layer["id"]: layer for layer in _deck(at)["layers"]}
+    assert len(layers["tiles"]["data"]) == n_tiles and "changes" in layers
     at.toggle(key="layer_findings").set_value(False).run()
     at.toggle(key="layer_imagery").set_value(False).run()
     ids = {layer["id"] for layer in _deck(at)["layers"]}
@@ -147,7 +162,7 @@ def test_unreachable_basemap_is_a_warning_not_a_broken_map(open_page, monkeypatc
     monkeypatch.setenv("GEOAUDIT_BASEMAP_URL", "http://127.0.0.1:9/{z}/{x}/{y}.png")
     at = open_page("hotspots")
     assert any("Basemap not shown" in w.value for w in at.warning)
-    assert any(layer["id"] == "tiles" for layer in _deck(at)["layers"])
+    assert any(layer["id"] == "findings" for layer in _deck(at)["layers"])
 
 
 def test_tile_inspector_shows_the_worst_flagged_tile_and_steps_through(open_page, app_env):

@@ -159,7 +159,7 @@ def test_geojson_and_geoparquet_exports(audited, latest, tmp_path):
         layers = dict(run_layers(audited.ctx, latest).items())
         for name, path in result.layers.items():
             if fmt == "geojson":
-                info = gdal("ogrinfo", "-ro", "-so", str(path))
+                info = gdal("ogrinfo", "-ro", "-so", str(path), path.stem)
                 assert f"Feature Count: {len(layers[name])}" in info
                 continue
             # GDAL 3.6 has no Parquet driver: the GeoParquet metadata is checked instead
@@ -212,6 +212,14 @@ def test_maproulette_challenge_and_suggested_osm_file(exported, audited, latest)
         task = json.loads(line[1:])
         assert task["type"] == "FeatureCollection" and len(task["features"]) == 1
         tasks.append(task["features"][0])
+    read = gdal("ogrinfo", "-ro", "-so", str(exported.handoff["maproulette"]))
+    assert f"Feature Count: {len(tasks)}" in gdal(
+        "ogrinfo",
+        "-ro",
+        "-so",
+        str(exported.handoff["maproulette"]),
+        exported.handoff["maproulette"].stem,
+    ), read
     ids = [t["properties"]["geoaudit_finding"] for t in tasks]
     assert sorted(ids) == sorted(int(i) for i in wanted["id"])
     evidence = [t["properties"]["evidence"] or 0 for t in tasks]
@@ -229,7 +237,17 @@ def test_maproulette_challenge_and_suggested_osm_file(exported, audited, latest)
     missing = wanted[wanted["kind"] == "missing_in_opendata"]
     parts = sum(len(shapely.get_parts(g)) for g in missing.geometry)
     assert 'upload="never"' in osm.read_text(encoding="utf-8")
-    info = gdal("ogrinfo", "-ro", "-q", str(osm), "multipolygons")
+    # new objects have negative ids (JOSM's convention), which GDAL reads with this option
+    info = gdal(
+        "ogrinfo",
+        "--config",
+        "OSM_USE_CUSTOM_INDEXING",
+        "NO",
+        "-ro",
+        "-q",
+        str(osm),
+        "multipolygons",
+    )
     assert info.count("OGRFeature(multipolygons)") == parts
     assert info.count("building (String) = yes") == parts
 
