@@ -14,7 +14,9 @@ E2E_SIZE_M = 500.0
 # A step budget (not a time budget) makes the trained model, and so the bounds the
 # tests check, the same on every run; the time cap only guards a very slow machine.
 E2E_TRAIN_STEPS = 500
-E2E_TRAIN_CAP_S = 600.0
+# 1,500 steps take about 9 min on an AMD EPYC with 2 cores: a 600 s cap stopped them
+# early there (val IoU 0.40 and 0.56 instead of the step budget's figures)
+E2E_TRAIN_CAP_S = 1800.0
 
 
 @dataclass

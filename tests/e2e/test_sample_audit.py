@@ -69,10 +69,12 @@ def test_results_are_complete_and_sane(audited: Audited) -> None:
             "misaligned",
         }
         assert findings.crs.to_epsg() == 4326 and findings.geometry.is_valid.all()
-        assert (
-            s.scalar(select(func.count()).select_from(Hotspot).where(Hotspot.run_id == first.id))
-            > 0
-        )
+        # hotspots are the significant cells only (there may be none); each is stored
+        # with its test
+        hot = s.execute(
+            select(Hotspot.gi_star, Hotspot.q_value).where(Hotspot.run_id == first.id)
+        ).all()
+        assert all(gi > 0 and q <= 0.05 for gi, q in hot)
         assert (
             s.scalar(select(func.count()).select_from(Change).where(Change.run_id == first.id)) == 0
         )
