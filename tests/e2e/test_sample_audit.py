@@ -23,10 +23,13 @@ def test_injected_defects_are_found(audited: Audited) -> None:
     demo aims higher).
 
     Training runs a fixed number of steps from a fixed seed with fixed threads, so these
-    figures are the same on every run (measured: val IoU 0.78, omitted recall 1.0 /
-    precision 0.75, phantom recall 1.0, misaligned recall 0.6, 3 of 3 hotspots, changes
-    recall 0.77, stale recall 0.8); the bounds leave room for float differences between
-    CPUs, not for luck.
+    figures are the same on every run (measured on two machines, an AMD EPYC among them:
+    val IoU 0.78, omitted recall 1.0 / precision 0.74, phantom recall 1.0, misaligned
+    recall 0.5, changes recall 0.77, stale recall 0.8); the bounds leave room for float
+    differences between CPUs, not for luck. Hotspots are significant cells only: none of
+    this town's 3 injected hotspots is significant at a false discovery rate of 5 % (the
+    top-5 Gi* ranking before found 3), so no bound is set on them here (see
+    ``test_gis_outputs.py`` and ``tests/score/test_hotspots.py``).
     """
     s = audited.summary
     assert s["model"]["val_iou"] >= 0.7
@@ -34,7 +37,6 @@ def test_injected_defects_are_found(audited: Audited) -> None:
     assert s["omitted"]["precision"] >= 0.65
     assert s["phantom"]["recall"] >= 0.8
     assert s["misaligned"]["recall"] >= 0.5
-    assert s["hotspots"]["in_top"] >= 2
     assert s["changes"]["recall"] >= 0.7
     assert s["stale"]["recall"] >= 0.7
 
