@@ -38,6 +38,11 @@ OTHER = [200, 200, 200, 150]
 HOTSPOT_LINE = [255, 255, 0, 255]
 
 
+def _ring(b: mercantile.LngLatBbox) -> list[list[float]]:
+    """A cell's lng/lat box as the ring pydeck's PolygonLayer draws."""
+    return [[b.west, b.south], [b.east, b.south], [b.east, b.north], [b.west, b.north]]
+
+
 def error_colour(qod: float | None) -> list[int]:
     """Clear at QoD 100, then yellow to red and more opaque as QoD falls to 0, so good
     tiles leave the imagery visible; grey without a score."""
@@ -56,12 +61,7 @@ def cells_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
         b = mercantile.bounds(int(row.cell_x), int(row.cell_y), zoom)
         records.append(
             {
-                "polygon": [
-                    [b.west, b.south],
-                    [b.east, b.south],
-                    [b.east, b.north],
-                    [b.west, b.north],
-                ],
+                "polygon": _ring(b),
                 "fill": error_colour(None if pd.isna(row.qod) else float(row.qod)),
                 "cell": f"{zoom}/{int(row.cell_x)}/{int(row.cell_y)}",
                 "qod": None if pd.isna(row.qod) else round(float(row.qod), 1),
@@ -100,12 +100,7 @@ def qod_change_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
         delta = None if pd.isna(row.qod_from) or pd.isna(row.qod_to) else row.qod_to - row.qod_from
         records.append(
             {
-                "polygon": [
-                    [b.west, b.south],
-                    [b.east, b.south],
-                    [b.east, b.north],
-                    [b.west, b.north],
-                ],
+                "polygon": _ring(b),
                 "fill": change_colour(delta),
                 "cell": f"{zoom}/{int(row.cell_x)}/{int(row.cell_y)}",
                 "qod": None if delta is None else f"ΔQoD {delta:+.1f}",
