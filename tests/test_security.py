@@ -12,6 +12,7 @@ import shapely
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipeline.db.identifiers import quote_name
 from pipeline.logs import configure_logging
 from pipeline.redact import redact
 from pipeline.settings import Settings
@@ -25,20 +26,70 @@ ALLOWED = {
 }
 
 
+def _is_quote_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", "") == "quote_name"
+
+
+def _quoted_names(tree: ast.AST) -> set[str]:
+    """Variables assigned only from ``quote_name(...)`` (alone or in a tuple)."""
+    quoted, other = set(), set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            pairs = (
+                zip(target.elts, node.value.elts, strict=False)
+                if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                else [(target, node.value)]
+            )
+            for name, value in pairs:
+                if isinstance(name, ast.Name):
+                    (quoted if _is_quote_call(value) else other).add(name.id)
+    return quoted - other
+
+
+def _only_identifiers(text: ast.JoinedStr, quoted: set[str]) -> bool:
+    """An f-string whose every interpolation is an identifier quoted by quote_name."""
+    return all(
+        _is_quote_call(part.value) or (isinstance(part.value, ast.Name) and part.value.id in quoted)
+        for part in text.values
+        if isinstance(part, ast.FormattedValue)
+    )
+
+
+def _innermost_scopes(tree: ast.Module) -> dict[ast.AST, ast.AST]:
+    """Each node's innermost enclosing function (or the module): quoted variables are
+    looked up in the scope that uses them."""
+    scope_of: dict[ast.AST, ast.AST] = {}
+
+    def visit(node: ast.AST, scope: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else scope
+            scope_of[child] = inner
+            visit(child, inner)
+
+    visit(tree, tree)
+    return scope_of
+
+
 def _built_sql() -> list[str]:
     found = []
     for folder in ("pipeline", "dashboard", "dags"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = str(path.relative_to(ROOT))
             lines = path.read_text().splitlines()
-            for node in ast.walk(ast.parse(path.read_text())):
+            tree = ast.parse(path.read_text())
+            scope_of = _innermost_scopes(tree)
+            quoted = {scope: _quoted_names(scope) for scope in {tree, *scope_of.values()}}
+            for node in ast.walk(tree):
                 if not (isinstance(node, ast.Call) and node.args):
                     continue
                 name = getattr(node.func, "attr", getattr(node.func, "id", ""))
                 first = node.args[0]
-                built = isinstance(first, ast.JoinedStr) or (
-                    isinstance(first, ast.BinOp) and isinstance(first.op, ast.Add | ast.Mod)
-                )
+                built = (
+                    isinstance(first, ast.JoinedStr)
+                    and not _only_identifiers(first, quoted[scope_of[node]])
+                ) or (isinstance(first, ast.BinOp) and isinstance(first.op, ast.Add | ast.Mod))
                 formatted = isinstance(first, ast.Call) and getattr(first.func, "attr", "") in (
                     "format",
                     "replace",
@@ -52,6 +103,13 @@ def _built_sql() -> list[str]:
 
 def test_no_sql_statement_is_built_from_strings() -> None:
     assert _built_sql() == []
+
+
+@pytest.mark.parametrize("name", ['tile"; DROP TABLE run; --', "a b", "", "1abc", "x" * 64])
+def test_only_plain_identifiers_are_quoted_into_sql(name: str) -> None:
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
+        quote_name(name)
+    assert quote_name("rtree_finding_geometry") == '"rtree_finding_geometry"'
 
 
 @pytest.mark.parametrize(

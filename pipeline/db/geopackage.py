@@ -25,8 +25,13 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection
 
+from pipeline.db.identifiers import quote_name
+
 APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10200  # GeoPackage 1.2.0
+# PRAGMAs cannot bind parameters; these are built from the integer constants above
+_SET_APPLICATION_ID = f"PRAGMA application_id = {APPLICATION_ID:d}"
+_SET_USER_VERSION = f"PRAGMA user_version = {USER_VERSION:d}"
 RTREE_EXTENSION = "gpkg_rtree_index"
 
 _MAGIC = b"GP"
@@ -170,33 +175,37 @@ _TRIGGERS = ("insert", "update2", "update4", "update5", "update6", "update7", "d
 def _rtree_ddl(table: str, column: str, pk: str) -> list[str]:
     """The spec's R*Tree table and its triggers (GeoPackage 1.4, annex F.3: its update
     triggers UPDATE the index row, so an upsert of the table does not collide with it)."""
-    rt = f'"rtree_{table}_{column}"'
-    t, c, i = f'"{table}"', f'"{column}"', f'"{pk}"'
+    rt = quote_name(f"rtree_{table}_{column}")
+    t, c, i = quote_name(table), quote_name(column), quote_name(pk)
     box = f"ST_MinX(NEW.{c}), ST_MaxX(NEW.{c}), ST_MinY(NEW.{c}), ST_MaxY(NEW.{c})"
     has_new = f"(NEW.{c} NOT NULL AND NOT ST_IsEmpty(NEW.{c}))"
     has_old = f"(OLD.{c} NOT NULL AND NOT ST_IsEmpty(OLD.{c}))"
     no_new = f"(NEW.{c} IS NULL OR ST_IsEmpty(NEW.{c}))"
     name = f"rtree_{table}_{column}"
+
+    def trigger(suffix: str) -> str:
+        return quote_name(f"{name}_{suffix}")
+
     return [
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {rt} USING rtree(id, minx, maxx, miny, maxy)",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_insert" AFTER INSERT ON {t} WHEN {has_new} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('insert')} AFTER INSERT ON {t} WHEN {has_new} "
         f"BEGIN INSERT OR REPLACE INTO {rt} VALUES (NEW.{i}, {box}); END",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_update6" AFTER UPDATE OF {c} ON {t} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('update6')} AFTER UPDATE OF {c} ON {t} "
         f"WHEN OLD.{i} = NEW.{i} AND {has_new} AND {has_old} BEGIN UPDATE {rt} SET "
         f"minx = ST_MinX(NEW.{c}), maxx = ST_MaxX(NEW.{c}), miny = ST_MinY(NEW.{c}), "
         f"maxy = ST_MaxY(NEW.{c}) WHERE id = NEW.{i}; END",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_update7" AFTER UPDATE OF {c} ON {t} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('update7')} AFTER UPDATE OF {c} ON {t} "
         f"WHEN OLD.{i} = NEW.{i} AND {has_new} AND NOT {has_old} "
         f"BEGIN INSERT INTO {rt} VALUES (NEW.{i}, {box}); END",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_update2" AFTER UPDATE OF {c} ON {t} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('update2')} AFTER UPDATE OF {c} ON {t} "
         f"WHEN OLD.{i} = NEW.{i} AND {no_new} BEGIN DELETE FROM {rt} WHERE id = OLD.{i}; END",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_update5" AFTER UPDATE ON {t} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('update5')} AFTER UPDATE ON {t} "
         f"WHEN OLD.{i} != NEW.{i} AND {has_new} BEGIN DELETE FROM {rt} WHERE id = OLD.{i}; "
         f"INSERT INTO {rt} VALUES (NEW.{i}, {box}); END",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_update4" AFTER UPDATE ON {t} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('update4')} AFTER UPDATE ON {t} "
         f"WHEN OLD.{i} != NEW.{i} AND {no_new} "
         f"BEGIN DELETE FROM {rt} WHERE id IN (OLD.{i}, NEW.{i}); END",
-        f'CREATE TRIGGER IF NOT EXISTS "{name}_delete" AFTER DELETE ON {t} '
+        f"CREATE TRIGGER IF NOT EXISTS {trigger('delete')} AFTER DELETE ON {t} "
         f"WHEN OLD.{c} NOT NULL BEGIN DELETE FROM {rt} WHERE id = OLD.{i}; END",
     ]
 
@@ -210,8 +219,8 @@ def register_layers(conn: Connection, layers: Iterable[Layer], *, pk: str = "id"
     """
     raw = conn.connection.driver_connection
     register_functions(raw)
-    conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.exec_driver_sql(f"PRAGMA user_version = {USER_VERSION}")
+    conn.exec_driver_sql(_SET_APPLICATION_ID)
+    conn.exec_driver_sql(_SET_USER_VERSION)
     for ddl in _CORE_TABLES:
         conn.exec_driver_sql(ddl)
     for row in _SPATIAL_REF_SYS:
@@ -255,11 +264,12 @@ def register_layers(conn: Connection, layers: Iterable[Layer], *, pk: str = "id"
                 "http://www.geopackage.org/spec120/#extension_rtree",
             ),
         )
-        rt = f'"rtree_{layer.table}_{layer.column}"'
+        rt = quote_name(f"rtree_{layer.table}_{layer.column}")
+        key, geometry = quote_name(pk), quote_name(layer.column)
         conn.exec_driver_sql(f"DELETE FROM {rt}")
         conn.exec_driver_sql(
-            f'INSERT INTO {rt} SELECT "{pk}", ST_MinX(g), ST_MaxX(g), ST_MinY(g), ST_MaxY(g) '
-            f'FROM (SELECT "{pk}", "{layer.column}" AS g FROM "{layer.table}") '
+            f"INSERT INTO {rt} SELECT {key}, ST_MinX(g), ST_MaxX(g), ST_MinY(g), ST_MaxY(g) "
+            f"FROM (SELECT {key}, {geometry} AS g FROM {quote_name(layer.table)}) "
             "WHERE g IS NOT NULL AND NOT ST_IsEmpty(g)"
         )
 
@@ -275,5 +285,5 @@ def drop_spatial_indexes(conn: Connection, tables: Iterable[str], column: str = 
     for table in tables:
         rt = f"rtree_{table}_{column}"
         for suffix in _TRIGGERS:
-            conn.exec_driver_sql(f'DROP TRIGGER IF EXISTS "{rt}_{suffix}"')
-        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{rt}"')
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote_name(f'{rt}_{suffix}')}")
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote_name(rt)}")

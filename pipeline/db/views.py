@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from pipeline.db.geopackage import Layer
+from pipeline.db.identifiers import quote_name
 from pipeline.db.types import SRID
 
 
@@ -33,6 +34,10 @@ class View:
     geometry_type: str
     description: str
     select: str
+
+    def create_statement(self, evidence: str) -> str:
+        """``CREATE VIEW``, with the dialect's expression for a finding's evidence."""
+        return f"CREATE VIEW {quote_name(self.name)} AS {self.select.format(evidence=evidence)}"
 
     @property
     def layer(self) -> Layer:
@@ -111,13 +116,11 @@ def create_views(conn: Connection) -> None:
     """Create (or replace) every view on ``conn``'s database."""
     evidence = _EVIDENCE[conn.dialect.name]
     for view in VIEWS:
-        conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{view.name}"')
-        conn.exec_driver_sql(
-            f'CREATE VIEW "{view.name}" AS {view.select.format(evidence=evidence)}'
-        )
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote_name(view.name)}")
+        conn.exec_driver_sql(view.create_statement(evidence))
 
 
 def drop_views(conn: Connection) -> None:
     """Drop every view (before a migration alters the tables they read)."""
     for view in VIEWS:
-        conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{view.name}"')
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote_name(view.name)}")
