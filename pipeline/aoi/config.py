@@ -40,6 +40,7 @@ from pipeline.errors import ConfigError
 from pipeline.sources.specs import ImagerySpec, OpenDataSpec
 from pipeline.tiles import (
     MAX_LATITUDE,
+    TILE_SIZE,
     Shard,
     Tile,
     check_bbox,
@@ -52,6 +53,9 @@ from pipeline.tiles import (
 
 #: beyond this latitude (degrees) an AOI is warned about its tile count
 HIGH_LATITUDE = 60.0
+
+#: default side of a hotspot cell (metres): Gi*'s 3 x 3 neighbourhood is then ~90 m
+HOTSPOT_CELL_M = 30.0
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -80,7 +84,11 @@ class Thresholds(BaseModel):
     )
     min_offset_m: float = Field(1.5, ge=0, description="Smallest shift reported as misaligned.")
     hotspot_cell_zoom: int | None = Field(
-        None, ge=0, le=24, description="Zoom of the hotspot cells; default: the work zoom."
+        None,
+        ge=0,
+        le=24,
+        description="Zoom of the hotspot cells; default: the zoom whose tiles are closest "
+        "to 30 m across at the AOI's latitude.",
     )
     hotspot_alpha: float = Field(
         0.05,
@@ -89,8 +97,12 @@ class Thresholds(BaseModel):
         description="False discovery rate of the hotspot test: a cell is a hotspot when "
         "its Benjamini-Hochberg adjusted p-value is at most this.",
     )
-    hotspot_permutations: int = Field(
-        999, ge=99, le=99_999, description="Permutations behind each cell's p-value."
+    hotspot_permutations: int | None = Field(
+        None,
+        ge=99,
+        le=10_000_000,
+        description="Random draws behind each cell's p-value; default: enough for the "
+        "strongest cell to pass the FDR test (20 x cells / alpha, at least 9,999).",
     )
     hotspot_top_k: int | None = Field(
         None, ge=1, description="Keep at most this many hotspots; default: every one."
@@ -353,9 +365,18 @@ class AoiConfig(BaseModel):
         return max(6.0, 64.0 * px * px)
 
     def hotspot_cell_zoom(self) -> int:
-        """Zoom of the hotspot cells (default: the work zoom, one cell per work tile)."""
+        """Zoom of the hotspot cells: the configured one, else the zoom whose tiles are
+        closest to ``HOTSPOT_CELL_M`` across at the AOI's latitude (z20 up to ~56 degrees).
+
+        Gi*'s 3 x 3 neighbourhood then spans about 90 m, a block: cells of one work
+        tile (~100-150 m) put a block-sized cluster in one or two cells, where the
+        neighbourhood sum dilutes it (the demo's injected hotspots: 1 of 3 found).
+        """
         zoom = self.thresholds.hotspot_cell_zoom
-        return self.work_zoom if zoom is None else min(zoom, self.work_zoom)
+        if zoom is not None:
+            return zoom
+        side_z0 = resolution(0, self.geometry.centroid.y) * TILE_SIZE
+        return max(0, min(24, round(math.log2(side_z0 / HOTSPOT_CELL_M))))
 
     def to_yaml(self) -> str:
         """YAML text of this configuration (sources as given)."""

@@ -40,6 +40,22 @@ def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     assert absolute.imagery.path == str(tmp_path.resolve() / "imagery/{step}.tif")
 
 
+@pytest.mark.parametrize(
+    ("bbox", "thresholds", "zoom"),
+    [
+        ([8.54, 47.36, 8.55, 47.37], {}, 20),  # z20 tiles are 26 m across here
+        ([8.54, -0.005, 8.55, 0.005], {}, 20),  # 38 m at the equator
+        ([8.54, 63.00, 8.55, 63.01], {}, 19),  # z19: 35 m at 63 degrees (z20: 17 m)
+        ([8.54, 47.36, 8.55, 47.37], {"hotspot_cell_zoom": 16}, 16),
+    ],
+)
+def test_hotspot_cells_are_about_30_m_unless_configured(
+    tmp_path: Path, bbox: list[float], thresholds: dict, zoom: int
+) -> None:
+    config = load_aoi(write(tmp_path, {**VALID, "bbox": bbox, "thresholds": thresholds}))
+    assert config.hotspot_cell_zoom() == zoom
+
+
 def test_polygon_aoi_covers_fewer_tiles_than_its_bbox(tmp_path: Path) -> None:
     triangle = {
         "type": "Polygon",

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from pipeline.errors import ConfigError, InvalidTileError, VectorDataError
-from pipeline.score.hotspots import hotspots, local_gi_star, queen_weights
+from pipeline.errors import ConfigError, VectorDataError
+from pipeline.score.hotspots import cells_of, hotspots, local_gi_star, queen_weights
 from pipeline.tiles import Shard, Tile, shard_tiles, xy_bounds
 
 CELL_Z = 14
@@ -54,9 +54,25 @@ def test_pysal_gi_star_is_the_by_hand_statistic_on_a_row_of_four():
     x = np.array([0, 1, 2, 3])
     w = queen_weights(x, np.zeros(4, np.int64))
     np.testing.assert_array_equal(w.toarray().sum(axis=1), [2, 3, 3, 2])
-    z, p = local_gi_star(np.array([4.0, 0, 0, 0]), w, permutations=999, seed=0)
+    z, p = local_gi_star(np.array([4.0, 0, 0, 0]), w, permutations=99_999, seed=0)
     np.testing.assert_allclose(z, [1.0, 1 / math.sqrt(3), -math.sqrt(3), -1.0])
-    assert ((p > 0) & (p <= 1)).all()
+    # total randomization: cell 0 sums 2 of {4, 0, 0, 0} drawn without replacement,
+    # >= 4 unless both are zeros: 1 - C(3,2)/C(4,2) = 1/2; cell 1 sums 3: 1 - 1/4;
+    # cells 2 and 3 (sum 0) tie with every draw: p = 1
+    np.testing.assert_allclose(p, [0.5, 0.75, 1.0, 1.0], atol=0.01)
+
+
+def test_a_lone_dense_cell_is_not_a_cluster():
+    # one interior cell holds 8 of 12 findings: a draw of 9 cells sums to >= 8 exactly
+    # when it holds that cell, 1 - C(99, 9) / C(100, 9) = 9 / 100 of the time
+    xs, ys = np.meshgrid(np.arange(10), np.arange(10))
+    values = np.zeros(100)
+    values[44] = 8
+    values[[3, 27, 61, 90]] = 1
+    w = queen_weights(xs.ravel(), ys.ravel())
+    z, p = local_gi_star(values, w, permutations=99_999, seed=0)
+    assert z[44] == z.max() and p[44] == pytest.approx(0.09, abs=0.005)
+    assert p[0] == 1.0  # a quiet corner ties with every draw
 
 
 def test_gi_star_undefined_cases_and_seeded_p_values():
@@ -144,12 +160,34 @@ def test_output_cells_clipped_to_the_area_kinds_and_weights():
     ]
     by_area = hotspots(both, tiles, cell_zoom=CELL_Z, top_k=1, weight="area")
     assert by_area.iloc[0]["x"] >= x0 + 4  # 9 findings of 50 m2 outweigh 5
-    # clipped to an AOI that covers half of the cell
-    half = shapely.box(b.west, b.south, (b.west + b.east) / 2, b.north)
-    area = shapely.union(half, shapely.box(*mercantile.bounds(x0 + 5, y0 + 5, CELL_Z)))
+    # clipped to an AOI that covers half of the cell (and the other cells whole)
+    everything = shapely.box(
+        *mercantile.bounds(x0, y0 + 5, CELL_Z)[:2], *mercantile.bounds(x0 + 5, y0, CELL_Z)[2:]
+    )
+    area = everything.difference(shapely.box((b.west + b.east) / 2, b.south, b.east, b.north))
     clipped = hotspots(both, tiles, cell_zoom=CELL_Z, kinds=("missing_in_opendata",), area=area)
     mine = clipped[(clipped["x"] == row["x"]) & (clipped["y"] == row["y"])].geometry.iloc[0]
     assert mine.area == pytest.approx(cell.area / 2)
+
+
+def test_cells_finer_than_the_work_tiles_and_only_over_the_area():
+    x0, y0 = 8000, 5000
+    tiles = aoi_tiles(x0, y0, 2, 2)  # 8 x 8 work tiles at WORK_Z
+    cx, cy = cells_of(tiles, WORK_Z + 1)
+    assert cx.size == 16 * 16 and (cx // 4 // 2 - x0 >= 0).all()
+    assert cells_of(tiles, CELL_Z)[0].tolist() == [x0, x0 + 1, x0, x0 + 1]
+    west, south, east, north = mercantile.bounds(x0, y0, CELL_Z)
+    corner = shapely.box(west, south, east, north)  # one of the four cells
+    cx, cy = cells_of(tiles, CELL_Z, corner.buffer(-1e-9))
+    assert list(zip(cx, cy, strict=True)) == [(x0, y0)]
+    # a cluster of findings in cells half the side of the work tiles
+    f = findings_at({(x0, y0): 12})
+    out = hotspots(f, tiles, cell_zoom=WORK_Z + 1)
+    assert len(out) >= 1 and (out["z"] == WORK_Z + 1).all()
+    for x, y in zip(out["x"], out["y"], strict=True):
+        assert mercantile.parent(mercantile.Tile(int(x), int(y), WORK_Z + 1), zoom=CELL_Z) == (
+            mercantile.Tile(x0, y0, CELL_Z)
+        )
 
 
 def test_no_findings_and_bad_input():
@@ -163,7 +201,5 @@ def test_no_findings_and_bad_input():
         hotspots(findings_at({}), tiles, cell_zoom=CELL_Z, alpha=1.5)
     with pytest.raises(ConfigError, match="permutations"):
         hotspots(findings_at({}), tiles, cell_zoom=CELL_Z, permutations=10)
-    with pytest.raises(InvalidTileError, match="parent zoom"):
-        hotspots(findings_at({}), tiles, cell_zoom=WORK_Z + 1)
     with pytest.raises(VectorDataError, match="kind"):
         hotspots(gpd.GeoDataFrame(geometry=[]), tiles, cell_zoom=CELL_Z)
