@@ -75,6 +75,9 @@ def gist_index(table: str, column: str = "geometry") -> Index:
 
 
 def _now() -> Any:
+    """The database's clock (on SQLite in GeoPackage's DATETIME form, see
+    :mod:`pipeline.db.types`). Also the insert default, so stores whose DDL still says
+    ``CURRENT_TIMESTAMP`` (made before 0007) get the same form."""
     return func.now()
 
 
@@ -88,9 +91,11 @@ class Aoi(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default=text("'{}'"))
     geometry: Mapped[BaseGeometry] = mapped_column(Geometry("MULTIPOLYGON"))
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        UtcDateTime, server_default=_now(), onupdate=_now()
+        UtcDateTime, default=_now(), server_default=_now(), onupdate=_now()
     )
 
     snapshots: Mapped[list[Snapshot]] = relationship(
@@ -125,7 +130,9 @@ class Snapshot(Base):
     uri: Mapped[str | None] = mapped_column(Text)
     feature_count: Mapped[int | None] = mapped_column(Integer)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
 
     aoi: Mapped[Aoi] = relationship(back_populates="snapshots")
 
@@ -168,7 +175,9 @@ class ModelVersion(Base):
     parent_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_version.id", ondelete="SET NULL"), index=True
     )
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
     promoted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
@@ -200,7 +209,9 @@ class Run(Base):
     shards_total: Mapped[int] = mapped_column(Integer, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     stage_seconds: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    started_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     # when a scheduler's task of the run was last seen (None: no task yet, or a local run)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -232,7 +243,9 @@ class RunShard(Base):
     shard_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[ShardStatus] = mapped_column(String(16))
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, server_default=_now())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
 
     run: Mapped[Run] = relationship(back_populates="shards")
 
@@ -343,7 +356,9 @@ class AoiScore(Base):
     model_oof_iou: Mapped[float | None] = mapped_column(Float)
     model_validated_tiles: Mapped[int | None] = mapped_column(Integer)
     model_trusted: Mapped[bool | None] = mapped_column(Boolean)
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
 
     run: Mapped[Run] = relationship(back_populates="score")
 
@@ -384,7 +399,9 @@ class ValidationResult(Base):
     severity: Mapped[str] = mapped_column(String(16))
     statistics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     failed: Mapped[Any | None] = mapped_column(JSONType)
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
 
 
 class Review(Base):
@@ -431,9 +448,11 @@ class Review(Base):
     verdict: Mapped[Verdict] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        UtcDateTime, server_default=_now(), onupdate=_now()
+        UtcDateTime, default=_now(), server_default=_now(), onupdate=_now()
     )
 
     aoi: Mapped[Aoi] = relationship(back_populates="reviews")
@@ -454,4 +473,6 @@ class PredictionCache(Base):
     # SHA-256 of the mosaic's bytes as written (None: cached before hashes were kept)
     sha256: Mapped[str | None] = mapped_column(String(64))
     run_id: Mapped[int | None] = mapped_column(Integer)  # the run that predicted it
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=_now())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=_now(), server_default=_now()
+    )

@@ -5,8 +5,8 @@
   (see :mod:`pipeline.db.geopackage`): GIS clients open either store directly.
 * :class:`JSONType` — ``JSONB`` on PostgreSQL, ``JSON`` on SQLite; numpy
   scalars/arrays become plain numbers/lists and non-finite floats become ``null``.
-* :class:`UtcDateTime` — ``timestamptz`` / SQLite text; always returns aware UTC
-  datetimes (SQLite's naive ``CURRENT_TIMESTAMP`` is UTC).
+* :class:`UtcDateTime` — ``timestamptz`` / SQLite ``DATETIME`` text in GeoPackage's
+  form (``2026-12-03T20:47:04.123Z``); always returns aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,31 @@ def _sqlite_text(type_: sa.String, compiler: Any, **kw: Any) -> str:
 @compiles(sqlite.JSON, "sqlite")
 def _sqlite_json(type_: sa.JSON, compiler: Any, **kw: Any) -> str:
     return "TEXT"
+
+
+#: GeoPackage's DATETIME text (spec 1.2, table 1): ISO 8601, UTC, milliseconds
+GPKG_DATETIME_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+# now() on SQLite as GeoPackage writes it; SQLite's CURRENT_TIMESTAMP
+# ("2026-12-03 20:47:04") makes GDAL warn "Non-conformant content" on every read
+@compiles(sa.sql.functions.now, "sqlite")
+def _sqlite_now(element: Any, compiler: Any, **kw: Any) -> str:
+    return GPKG_DATETIME_SQL
+
+
+class GpkgDateTime(sqlite.DATETIME):
+    """SQLite ``DATETIME`` bound as GeoPackage keeps it: ``2026-12-03T20:47:04.123Z``
+    (UTC, milliseconds). Reads accept it and SQLAlchemy's older
+    ``2026-12-03 20:47:04.123456`` alike."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        def process(value: dt.datetime | None) -> str | None:
+            if value is None:
+                return None
+            return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+        return process
 
 
 # OGC type name (as PostGIS spells it) -> shapely type id
@@ -233,6 +258,11 @@ class UtcDateTime(TypeDecorator):
 
     def __repr__(self) -> str:
         return "UtcDateTime()"
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(GpkgDateTime())
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:

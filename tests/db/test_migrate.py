@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import subprocess
+
 import pytest
 import shapely
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pipeline.db import geopackage
 from pipeline.db.__main__ import main
 from pipeline.db.engine import make_engine
 from pipeline.db.migrate import current_revision, head_revision, schema_diff, upgrade
-from pipeline.db.models import Aoi, Base, Finding
+from pipeline.db.models import Aoi, Base, Finding, Run
 
 GEOMETRY_COLUMNS = {
     "aoi": "MULTIPOLYGON",
@@ -31,11 +36,11 @@ VIEWS = {
 def test_upgrade_creates_every_table_and_is_idempotent(empty_engine):
     assert current_revision(empty_engine) is None
     upgrade(empty_engine)
-    assert current_revision(empty_engine) == head_revision() == "0006"
+    assert current_revision(empty_engine) == head_revision() == "0007"
     tables = set(inspect(empty_engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
     upgrade(empty_engine)  # already at head: nothing to do, no error
-    assert current_revision(empty_engine) == "0006"
+    assert current_revision(empty_engine) == "0007"
 
 
 def test_migrated_schema_matches_models(empty_engine):
@@ -186,4 +191,45 @@ def test_command_line_upgrade_and_check(sqlite_url, capsys):
     assert main(["current", sqlite_url]) == 0
     assert main(["upgrade", sqlite_url]) == 0
     assert main(["check", sqlite_url]) == 0
-    assert capsys.readouterr().out.split() == ["(not", "migrated)", "0006"]
+    assert capsys.readouterr().out.split() == ["(not", "migrated)", "0007"]
+
+
+GPKG_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_timestamps_are_geopackage_datetimes_before_and_after_0007(tmp_path):
+    """Timestamps stored before 0007 (SQLAlchemy's and SQLite's forms) and rows written
+    after it read back alike, in the form GDAL reads without a warning."""
+    path = tmp_path / "geoaudit.gpkg"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine, "0006")
+    square = shapely.MultiPolygon([shapely.box(8.54, 47.36, 8.55, 47.37)])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO aoi (id, name, config, geometry, created_at, updated_at) "
+            "VALUES (1, 'old', '{}', ?, '2026-12-03 20:47:04.123456', CURRENT_TIMESTAMP)",
+            (geopackage.to_blob(square, 4326),),
+        )
+    upgrade(engine)
+    with Session(engine) as s:
+        s.add(Run(aoi_id=1, step="2026-01", status="running", trigger="cli"))
+        s.commit()
+        aoi = s.get(Aoi, 1)
+        assert aoi.created_at == dt.datetime(2026, 12, 3, 20, 47, 4, 123000, tzinfo=dt.UTC)
+        assert aoi.updated_at.tzinfo == dt.UTC
+        started = s.scalars(select(Run.started_at)).one()
+        assert abs(dt.datetime.now(dt.UTC) - started) < dt.timedelta(minutes=5)
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT created_at, updated_at FROM aoi UNION ALL SELECT started_at, NULL FROM run"
+        ).all()
+    for value in (v for row in stored for v in row if v is not None):
+        assert GPKG_DATETIME.fullmatch(value), value
+    engine.dispose()
+    read = subprocess.run(
+        ["ogrinfo", "-ro", "-al", "-q", str(path), "aoi"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Warning" not in read.stderr + read.stdout and "old" in read.stdout
