@@ -19,6 +19,7 @@ import pandas as pd
 import pydeck as pdk
 
 from pipeline.results.export import geojson_bytes
+from pipeline.results.map_cells import QOD_MOVED_POINTS
 
 # colours (RGBA) of the map layers and their legend; none is green, the colour of
 # vegetation in the imagery underneath
@@ -83,9 +84,9 @@ def cells_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
 
 
 def change_colour(delta: float | None) -> list[int]:
-    """Blue where QoD rose, red where it fell, clear where it held (|Δ| < 2); the more
-    it moved (up to 25 points), the stronger."""
-    if delta is None or not np.isfinite(delta) or abs(delta) < 2.0:
+    """Blue where QoD rose, red where it fell, clear where it held (|Δ| below
+    ``QOD_MOVED_POINTS``); the more it moved (up to 25 points), the stronger."""
+    if delta is None or not np.isfinite(delta) or abs(delta) < QOD_MOVED_POINTS:
         return [0, 0, 0, 0]
     strength = float(np.clip(abs(delta) / 25.0, 0.15, 1.0))
     base = [30, 110, 255] if delta > 0 else [230, 30, 30]
@@ -93,11 +94,11 @@ def change_colour(delta: float | None) -> list[int]:
 
 
 def qod_change_layer(cells: pd.DataFrame, zoom: int) -> pdk.Layer:
-    """Cells (``cell_x``, ``cell_y``, ``qod_from``, ``qod_to``) coloured by QoD change."""
+    """Cells of :func:`pipeline.results.map_cells.qod_change` coloured by ``delta``."""
     records = []
     for row in cells.itertuples(index=False):
         b = mercantile.bounds(int(row.cell_x), int(row.cell_y), zoom)
-        delta = None if pd.isna(row.qod_from) or pd.isna(row.qod_to) else row.qod_to - row.qod_from
+        delta = None if pd.isna(row.delta) else float(row.delta)
         records.append(
             {
                 "polygon": _ring(b),

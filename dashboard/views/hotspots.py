@@ -1,15 +1,12 @@
 """Hotspots map: tiles (or cells) coloured by error, findings, changes and hotspot cells
 over the AOI's own imagery; no internet needed."""
 
-import math
-
 import streamlit as st
 
 from dashboard import data, maps
 from dashboard.widgets import downloads, pick_audited_step
+from pipeline.results.map_cells import aggregation_level
 from pipeline.tiles import TILE_SIZE, resolution
-
-MAX_CELLS = 4000  # above this, tiles are aggregated into cells of 2^k x 2^k tiles
 
 st.title("Hotspots map")
 aoi, step, run_id = pick_audited_step()
@@ -19,7 +16,7 @@ n_tiles = int(extent["n_tiles"] or 0)
 if n_tiles == 0:
     st.info(f"Run {run_id} scored no tiles.")
     st.stop()
-level = max(0, math.ceil(math.log(n_tiles / MAX_CELLS, 4))) if n_tiles > MAX_CELLS else 0
+level = aggregation_level(n_tiles)
 cells = data.q("tile_cells", run_id=run_id, factor=2**level)
 cell_zoom = int(extent["z"]) - level
 

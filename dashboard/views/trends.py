@@ -1,14 +1,11 @@
 """Trends: an AOI's quality measures over time, with the model of each run marked."""
 
-import math
-
 import altair as alt
 import streamlit as st
 
 from dashboard import data, maps
 from dashboard.widgets import QOD_HELP, pick_aoi
-
-MAX_CELLS = 4000  # above this, tiles are aggregated into cells of 2^k x 2^k tiles
+from pipeline.results.map_cells import QOD_MOVED_POINTS, aggregation_level, qod_change, qod_moves
 
 st.title("Trends")
 aoi = pick_aoi()
@@ -101,14 +98,10 @@ else:
     run_of = dict(zip(trend["step"], trend["run_id"], strict=True))
     extent = data.q("tile_extent", run_id=int(run_of[step_to])).iloc[0]
     n_tiles = int(extent["n_tiles"] or 0)
-    level = max(0, math.ceil(math.log(n_tiles / MAX_CELLS, 4))) if n_tiles > MAX_CELLS else 0
-    cells_from = data.q("tile_cells", run_id=int(run_of[step_from]), factor=2**level)
-    cells_to = data.q("tile_cells", run_id=int(run_of[step_to]), factor=2**level)
-    both = cells_to[["cell_x", "cell_y", "qod"]].merge(
-        cells_from[["cell_x", "cell_y", "qod"]],
-        on=["cell_x", "cell_y"],
-        how="outer",
-        suffixes=("_to", "_from"),
+    level = aggregation_level(n_tiles)
+    both = qod_change(
+        data.q("tile_cells", run_id=int(run_of[step_from]), factor=2**level),
+        data.q("tile_cells", run_id=int(run_of[step_to]), factor=2**level),
     )
     zoom = int(extent["z"]) - level
     layers = maps.bitmap_layers(data.previews(int(run_of[step_to])), prefix="imagery")
@@ -116,10 +109,11 @@ else:
     st.pydeck_chart(
         maps.deck(layers, data.aoi_bounds(int(aoi["aoi_id"]))), height=420, key="qod_change_map"
     )
-    delta = (both["qod_to"] - both["qod_from"]).dropna()
+    moves = qod_moves(both["delta"])
+    unit = "tiles" if level == 0 else "cells"
     st.caption(
-        f"{step_from} → {step_to}: {int((delta <= -2).sum())} tiles lost 2+ QoD points (red), "
-        f"{int((delta >= 2).sum())} gained (blue), {int((delta.abs() < 2).sum())} held (clear)."
+        f"{step_from} → {step_to}: {moves.lost} {unit} lost {QOD_MOVED_POINTS:g}+ QoD points "
+        f"(red), {moves.gained} gained (blue), {moves.held} held (clear)."
     )
 
 st.dataframe(
