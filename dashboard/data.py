@@ -2,7 +2,9 @@
 
 Frames are cached for ``TTL_S`` seconds (so an audit that just finished shows up on
 its own) and per database, so two dashboards on two databases never mix results.
-Writes (verdicts) clear the caches they make stale.
+Writes (verdicts) clear the caches they make stale. A read that takes longer than
+half a second shows what it is waiting for (Streamlit's cache spinner), so a page is
+never blank while its first query runs.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def db_key() -> tuple[str, str, str]:
     return (s.resolved_database_url, s.resolved_artifact_root, str(s.home))
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner="Opening the results store…")
 def _context(database_url: str, artifact_root: str, home: str) -> Context:
     return open_context(Settings(home=home, database_url=database_url, artifact_root=artifact_root))
 
@@ -47,7 +49,7 @@ def context() -> Context:
     return _context(*db_key())
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the audit results…")
 def query(key: tuple[str, str, str], name: str, **params: Any) -> pd.DataFrame:
     """Named SQL query of ``sql/queries`` (see :func:`pipeline.db.queries.read_query`)."""
     return read_query(_context(*key).engine, name, **params)
@@ -58,7 +60,7 @@ def q(name: str, **params: Any) -> pd.DataFrame:
     return query(db_key(), name, **params)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the AOI outline…")
 def _aoi_bounds(key: tuple[str, str, str], aoi_id: int) -> tuple[float, float, float, float]:
     with Session(_context(*key).engine) as s:
         return tuple(float(v) for v in repo.get_aoi(s, aoi_id).geometry.bounds)  # type: ignore[return-value]
@@ -69,7 +71,7 @@ def aoi_bounds(aoi_id: int) -> tuple[float, float, float, float]:
     return _aoi_bounds(db_key(), aoi_id)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the findings…")
 def _findings(key: tuple[str, str, str], run_id: int) -> gpd.GeoDataFrame:
     with Session(_context(*key).engine) as s:
         return frames.findings_frame(s, run_id)
@@ -80,7 +82,7 @@ def findings(run_id: int) -> gpd.GeoDataFrame:
     return _findings(db_key(), run_id)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the hotspots…")
 def _hotspots(key: tuple[str, str, str], run_id: int) -> gpd.GeoDataFrame:
     with Session(_context(*key).engine) as s:
         return frames.hotspots_frame(s, run_id)
@@ -91,7 +93,7 @@ def hotspots(run_id: int) -> gpd.GeoDataFrame:
     return _hotspots(db_key(), run_id)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the changes…")
 def _changes(key: tuple[str, str, str], run_id: int) -> gpd.GeoDataFrame:
     with Session(_context(*key).engine) as s:
         return frames.changes_frame(s, run_id)
@@ -102,7 +104,7 @@ def changes(run_id: int) -> gpd.GeoDataFrame:
     return _changes(db_key(), run_id)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the model registry…")
 def _models(key: tuple[str, str, str]) -> pd.DataFrame:
     with Session(_context(*key).engine) as s:
         rows = [
@@ -131,7 +133,9 @@ def models() -> pd.DataFrame:
     return _models(db_key())
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=256)
+@st.cache_data(
+    ttl=3600, show_spinner="Loading the tile's imagery, labels and prediction…", max_entries=256
+)
 def _tile(key: tuple[str, str, str], run_id: int, z: int, x: int, y: int) -> TileLayers:
     return tile_layers(_context(*key), run_id, Tile(x, y, z))
 
@@ -141,7 +145,7 @@ def tile(run_id: int, t: Tile) -> TileLayers:
     return _tile(db_key(), run_id, t.z, t.x, t.y)
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=256)
+@st.cache_data(ttl=3600, show_spinner="Loading the imagery around the finding…", max_entries=256)
 def _crop(key: tuple[str, str, str], run_id: int, wkb: bytes) -> Any:
     return imagery_crop(_context(*key), run_id, shapely.from_wkb(wkb))
 
@@ -151,7 +155,7 @@ def crop(run_id: int, geometry: BaseGeometry) -> Any:
     return _crop(db_key(), run_id, shapely.to_wkb(geometry))
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=32)
+@st.cache_data(ttl=3600, show_spinner="Loading the AOI's imagery…", max_entries=32)
 def _previews(key: tuple[str, str, str], run_id: int) -> list[tuple[tuple[float, ...], bytes]]:
     return shard_previews(_context(*key), run_id)
 
@@ -161,7 +165,7 @@ def previews(run_id: int) -> list[tuple[tuple[float, ...], bytes]]:
     return _previews(db_key(), run_id)
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=16)
+@st.cache_data(ttl=3600, show_spinner="Fetching the basemap…", max_entries=16)
 def basemap(url: str, bounds: tuple[float, float, float, float]) -> list:
     """Basemap tiles over ``bounds`` (see :func:`dashboard.maps.basemap_tiles`)."""
     from dashboard.maps import basemap_tiles
@@ -179,7 +183,7 @@ def save_review(aoi_id: int, target: str, verdict: str, **kwargs: Any) -> int:
     return review_id
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
+@st.cache_data(ttl=TTL_S, show_spinner="Reading the report…", max_entries=32)
 def _artifact(key: tuple[str, str, str], artifact_key: str) -> bytes | None:
     from pipeline.errors import StoreError
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from basemap_server import basemap_server
 from sqlalchemy import delete
 
 from audited_town import Audited
@@ -57,3 +58,10 @@ def open_page(app_env: Context) -> Callable:
         return at
 
     return _open
+
+
+@pytest.fixture
+def tile_server() -> Iterator[tuple[str, list[str]]]:
+    """:func:`basemap_server` without delay."""
+    with basemap_server() as served:
+        yield served

@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``): every page opens
-with no error on screen; screenshots go to a folder the test prints."""
+with no error on screen and shows what it waits for while it loads; screenshots go to
+a folder the test prints."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from basemap_server import basemap_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,16 @@ PAGES = {
     "models": "Models",
 }
 ERRORS = "[data-testid=stException], [data-testid=stAlertContentError]"
+# every loading message the page showed, recorded as it appears
+RECORD_SPINNERS = """
+window.__spinners = [];
+new MutationObserver(() => {
+  for (const el of document.querySelectorAll("[data-testid=stSpinner]")) {
+    const text = el.innerText.trim();
+    if (text && !window.__spinners.includes(text)) window.__spinners.push(text);
+  }
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
 
 
 def _free_port() -> int:
@@ -38,8 +50,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def dashboard_url(app_env, tmp_path):
-    """``streamlit run dashboard/app.py`` on the audited town; its URL."""
+def slow_basemap(monkeypatch):
+    """A basemap server that answers each tile after 0.1 s: the hotspots map waits for
+    it a few seconds, as it would for a distant server."""
+    with basemap_server(delay_s=0.1) as (url, requested):
+        monkeypatch.setenv("GEOAUDIT_BASEMAP_URL", url)
+        yield requested
+
+
+@pytest.fixture
+def dashboard_url(app_env, slow_basemap, tmp_path):
+    """``streamlit run dashboard/app.py`` on the audited town, with a slow basemap; its URL."""
     port = _free_port()
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
@@ -99,7 +120,7 @@ def _settle(page) -> None:
 
 
 @pytest.mark.parametrize("audited", ["sqlite"], indirect=True)
-def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys):
+def test_every_page_in_headless_chromium(dashboard_url, slow_basemap, tmp_path_factory, capsys):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
     from playwright.sync_api import sync_playwright
@@ -111,6 +132,7 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.add_init_script(RECORD_SPINNERS)
             console_errors: list[str] = []
             page.on("pageerror", lambda exc: console_errors.append(str(exc)))
             for path, title in PAGES.items():
@@ -153,6 +175,9 @@ def test_every_page_in_headless_chromium(dashboard_url, tmp_path_factory, capsys
                         "Changes": False,
                         "Hotspot cells": True,
                     }
+                    # while the basemap server is slow, the page says what it waits for
+                    assert "Fetching the basemap…" in page.evaluate("window.__spinners")
+                    assert slow_basemap, "the basemap was not requested"
                     body = page.inner_text("body")
                     assert "one tile ≈" in body and "° N" in body  # scale and place
                     assert "significant cell (Gi*, false discovery rate 5%)" in body

@@ -113,39 +113,6 @@ def test_hotspots_map_layers_follow_the_toggles(open_page, app_env):
     assert "findings" not in ids and not any(i.startswith("imagery-") for i in ids)
 
 
-@pytest.fixture
-def tile_server():
-    """A real XYZ tile server on loopback that serves one PNG for every z/x/y."""
-    import io
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (256, 256), (200, 180, 120)).save(buffer, format="PNG")
-    png = buffer.getvalue()
-    requested: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            requested.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(png)))
-            self.end_headers()
-            self.wfile.write(png)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/{{z}}/{{x}}/{{y}}.png", requested
-    server.shutdown()
-
-
 def test_hotspots_map_draws_a_configured_basemap(open_page, monkeypatch, tile_server):
     url, requested = tile_server
     monkeypatch.setenv("GEOAUDIT_BASEMAP_URL", url)
