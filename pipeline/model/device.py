@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
@@ -65,10 +66,20 @@ def memory_format(device: torch.device | str) -> torch.memory_format:
 
 
 def repeatable(threads: int = 2) -> None:
-    """Make training and prediction give the same numbers on every run and machine of the
-    same kind: a fixed number of CPU threads (float sums depend on how work is split) and
-    deterministic kernels where torch has them (CUDA convolutions above all)."""
+    """Make training and prediction give the same numbers on every run and machine: a fixed
+    number of CPU threads (float sums depend on how work is split), deterministic kernels
+    where torch has them (CUDA convolutions above all), and the CPU kernels capped at AVX2
+    (:mod:`pipeline.cpu_kernels`; warns when torch did not take the cap)."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    pinned = os.environ.get("ATEN_CPU_CAPABILITY", "").upper()
+    actual = torch.backends.cpu.get_cpu_capability()
+    if pinned in ("AVX2", "AVX512") and actual != pinned:
+        log.warning(
+            "torch runs %s CPU kernels, not the pinned %s: torch ran a kernel before "
+            "pipeline was imported, so figures may differ from other machines",
+            actual,
+            pinned,
+        )
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = False
