@@ -15,7 +15,7 @@ the AOI over the imagery with the corrupted open data, train its model
 * pixel IoU of the predictions against the uncorrupted footprints.
 
     python bench/verdicts.py [--areas lalitpur virac atlanta] [--seed 0] [--steps N]
-                             [--folds K] [--base]
+                             [--folds K] [--base] [--geometric]
 
 Threads are fixed (``--threads``, default 2) and seeds fixed, so the figures repeat on
 another machine of the same kind. Data: OpenAerialMap contributors (CC BY 4.0),
@@ -118,7 +118,7 @@ def register_area(ctx: Any, name: str, area: Area, args: argparse.Namespace) -> 
                 "imagery": area.imagery,
                 "opendata": {"kind": "vector", "path": str(corrupted), "id_field": "feature_id"},
                 "steps": [STEP],
-                "model": {"train": {"folds": args.folds}},
+                "model": {"train": {"folds": args.folds, "geometric_augment": args.geometric}},
             }
         ),
     )
@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3, help="fold models (1: one model)")
     parser.add_argument(
         "--base", action="store_true", help="start from a base model of the other areas"
+    )
+    parser.add_argument(
+        "--geometric", action="store_true", help="train with rotations and flips of the chips"
     )
     parser.add_argument("--base-steps", type=int, default=1500, help="base model steps")
     parser.add_argument("--threads", type=int, default=2)

@@ -121,6 +121,11 @@ class TrainSettings(BaseModel):
     chip_size: int | None = Field(None, ge=64)
     batch_size: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
+    geometric_augment: bool = Field(
+        False,
+        description="Random right-angle rotations and flips of the training chips (for "
+        "imagery whose shadows fall in more than one direction).",
+    )
     heldout_share: float = Field(0.15, gt=0, lt=1, description="Without folds only.")
     folds: int = Field(
         3,

@@ -79,6 +79,7 @@ def _train_config(config: AoiConfig, max_seconds: float | None, max_steps: int |
         "batch_size": knobs.batch_size,
         "lr": knobs.lr,
         "seed": knobs.seed,
+        "geometric_augment": knobs.geometric_augment,
     }
     given = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(TrainConfig(), max_seconds=given.pop("max_seconds", None), **given)
