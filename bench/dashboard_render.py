@@ -66,8 +66,8 @@ def seed(url: str, home: Path, args: argparse.Namespace) -> dict[str, int]:
     from pipeline.context import open_context
     from pipeline.db import repo
     from pipeline.mosaic import array_hash, write_mosaic
-    from pipeline.run.inputs import ShardRef, imagery_meta
     from pipeline.run.layout import imagery_key, labels_key, prediction_key
+    from pipeline.run.snapshots import ShardRef, imagery_meta
     from pipeline.settings import Settings
     from pipeline.tiles import Tile
 

@@ -67,12 +67,8 @@ def main() -> None:
     from pipeline.mosaic import write_mosaic
     from pipeline.rasterize import prepare_footprints, rasterize_shard
     from pipeline.run.fetch import fetch_imagery, fetch_opendata
-    from pipeline.run.inputs import (
-        imagery_snapshot,
-        opendata_snapshot,
-        read_opendata,
-        read_shard_image,
-    )
+    from pipeline.run.inputs import read_opendata, read_shard_image
+    from pipeline.run.snapshots import imagery_snapshot, opendata_snapshot
     from pipeline.sample.demo import create_sample_aoi
     from pipeline.score.metrics import qod, tile_metrics
     from pipeline.tiles import TILE_SIZE, Tile, block_of, xy_bounds

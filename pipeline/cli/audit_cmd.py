@@ -98,9 +98,9 @@ def predict(
     """Predict building masks for every shard (cached per imagery hash and model)."""
     from pipeline.run import layout
     from pipeline.run.fetch import fetch_imagery
-    from pipeline.run.inputs import imagery_snapshot
     from pipeline.run.lifecycle import resolve_model_version
     from pipeline.run.predict import predict_imagery
+    from pipeline.run.snapshots import imagery_snapshot
 
     ctx = context()
     config = get_aoi_config(ctx, aoi)

@@ -23,10 +23,10 @@ from pipeline.run.inputs import (
     compared_opendata,
     geoparquet_bytes,
     load_run_inputs,
-    opendata_snapshot,
     read_geoparquet,
     read_opendata,
 )
+from pipeline.run.snapshots import opendata_snapshot
 from pipeline.score.changes import ChangeConfig, detect_changes
 from pipeline.score.vectorize import merge_across_edges
 

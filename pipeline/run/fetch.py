@@ -1,18 +1,21 @@
 """The fetch stage: sources → snapshots of what existed at time step ``t`` over the AOI.
 
 Each source first resolves its own date from the audit date by the AOI's date rule
-(:func:`source_step`): the newest ``{step}`` file on or before it, a STAC window
-ending on it, a live service's content now. The snapshot records that date.
+(:func:`~pipeline.run.snapshots.source_step`): the newest ``{step}`` file on or before
+it, a STAC window ending on it, a live service's content now. The snapshot records
+that date.
 
 An imagery snapshot is one mosaic GeoTIFF per shard (EPSG:3857) plus the hash of
 each; an open-data snapshot is a GeoParquet file of repaired footprints and the
 per-feature profile of the data as read. Both are recorded in the ``snapshot`` table
 with a content hash. When the source's fingerprint is unchanged since the last fetch
-of the same step, the stored snapshot is reused without reading the source again.
+of the same step, the stored snapshot is reused without reading the source again
+(:func:`~pipeline.run.snapshots.reusable_snapshot`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,92 +24,36 @@ import time
 from sqlalchemy.orm import Session
 
 from pipeline.aoi.config import AoiConfig
-from pipeline.aoi.steps import DATE_RULES, check_step
+from pipeline.aoi.steps import check_step
 from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.db.engine import write_session
-from pipeline.errors import CoverageError, NotFoundError, VectorDataError
+from pipeline.errors import CoverageError, VectorDataError
 from pipeline.mosaic import array_hash, write_mosaic
 from pipeline.progress import progress_bar
 from pipeline.rasterize import prepare_footprints
 from pipeline.run import layout
-from pipeline.run.handoffs import FetchedSnapshot, SnapshotKind
-from pipeline.run.inputs import (
-    ImagerySnapshot,
-    OpenDataSnapshot,
+from pipeline.run.handoffs import FetchedSnapshot
+from pipeline.run.inputs import geoparquet_bytes
+from pipeline.run.snapshots import (
     ShardRef,
-    geoparquet_bytes,
     imagery_meta,
     opendata_meta,
+    reusable_snapshot,
+    snapshot_fingerprint,
+    source_step,
 )
-from pipeline.sources import check_coverage, latest_step, open_imagery, open_vector
+from pipeline.sources import check_coverage, open_imagery, open_vector
 from pipeline.sources.urls import mask_url
 from pipeline.validate.profiles import opendata_feature_profile
 
 log = logging.getLogger(__name__)
 
 
-def _reusable(
-    ctx: Context,
-    aoi_id: int,
-    kind: SnapshotKind,
-    step: str,
-    fingerprint: str,
-    started: float,
-    dated: str,
-) -> FetchedSnapshot | None:
-    """The stored snapshot of the same source fingerprint and date, when its artifacts
-    exist."""
-    with Session(ctx.engine) as s:
-        row = repo.latest_snapshot(s, aoi_id, kind, step)
-        if row is None:
-            return None
-        snap = (ImagerySnapshot if kind == "imagery" else OpenDataSnapshot).from_row(row)
-    if snap.fingerprint != fingerprint or (snap.source_step or step) != dated:
-        return None
-    if isinstance(snap, ImagerySnapshot):
-        keys = [ref.key for ref in snap.shards.values()]
-        # snapshots from before validation profiles existed are fetched again
-        keys += [] if snap.described else [""]
-    else:
-        keys = snap.artifact_keys()
-    if not all(k and ctx.store.exists(k) for k in keys):
-        return None
-    return FetchedSnapshot(
-        kind,
-        snap.id,
-        snap.content_hash,
-        step,
-        source_step=dated,
-        reused=True,
-        seconds=time.perf_counter() - started,
-    )
-
-
 def _remove(ctx: Context, keys: list[str]) -> None:
     """Remove the artifacts a failed fetch wrote (no snapshot refers to them)."""
     for key in keys:
         ctx.store.delete(key)
-
-
-def source_step(config: AoiConfig, kind: SnapshotKind, step: str) -> str:
-    """The date of ``kind``'s source that an audit at ``step`` reads, by the AOI's date
-    rule (``dates:``); :class:`NotFoundError` when a ``latest`` source has nothing on or
-    before ``step``."""
-    check_step(step)
-    rule = getattr(config.dates, kind)
-    if rule == "audit":
-        return step
-    if rule not in DATE_RULES:
-        return rule  # a fixed date
-    spec = config.imagery if kind == "imagery" else config.opendata
-    found = latest_step(spec, until=step, base_dir=config.base_dir, imagery=kind == "imagery")
-    if found is None:
-        raise NotFoundError(
-            f"{kind} {mask_url(spec.path)!r} of AOI {config.name!r} has no snapshot dated "
-            f"on or before {step} (date rule {rule!r})"
-        )
-    return found
 
 
 def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot:
@@ -118,14 +65,6 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
     with Session(ctx.engine) as s:
         aoi_id = repo.get_aoi(s, config.name).id
     shards = config.shards()
-    # the mosaics depend on the source and on the shard layout: a new layout re-fetches
-    tiling = json.dumps(
-        {
-            "work_zoom": config.work_zoom,
-            "shard_zoom": config.shard_zoom,
-            "shards": sorted(shard.id for shard in shards),
-        }
-    )
     with open_imagery(
         config.imagery,
         step=dated,
@@ -133,11 +72,11 @@ def fetch_imagery(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapshot
         bbox=config.bounds,
         zoom=config.work_zoom,
     ) as source:
-        fingerprint = hashlib.sha256(f"{source.fingerprint()}|{tiling}".encode()).hexdigest()
-        reused = _reusable(ctx, aoi_id, "imagery", step, fingerprint, started, dated)
+        fingerprint = snapshot_fingerprint(config, "imagery", source.fingerprint())
+        reused = reusable_snapshot(ctx, aoi_id, "imagery", step, fingerprint, dated)
         if reused:
             log.info("imagery unchanged, snapshot reused", extra={"aoi": config.name, "step": step})
-            return reused
+            return dataclasses.replace(reused, seconds=time.perf_counter() - started)
         coverage = check_coverage(source, config.geometry)
         described = source.describe()
         refs: dict[str, ShardRef] = {}
@@ -209,14 +148,10 @@ def fetch_opendata(ctx: Context, config: AoiConfig, step: str) -> FetchedSnapsho
     with open_vector(
         config.opendata, step=dated, base_dir=config.base_dir, bbox=area.bounds
     ) as source:
-        # the snapshot depends on the source, the area read and the attributes profiled
-        required = config.validation.required_attributes
-        fingerprint = hashlib.sha256(
-            f"{source.fingerprint()}|{area.wkb_hex}|{sorted(required)}".encode()
-        ).hexdigest()
-        reused = _reusable(ctx, aoi_id, "opendata", step, fingerprint, started, dated)
+        fingerprint = snapshot_fingerprint(config, "opendata", source.fingerprint())
+        reused = reusable_snapshot(ctx, aoi_id, "opendata", step, fingerprint, dated)
         if reused:
-            return reused
+            return dataclasses.replace(reused, seconds=time.perf_counter() - started)
         frame = source.read(bbox=area.bounds)
         read_info = source.read_info()
     # profiled as read (before clipping and repair): NaN coordinates, invalid rings, etc.

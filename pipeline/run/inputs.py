@@ -1,18 +1,14 @@
-"""The run's typed data model: snapshots as stored, a run's inputs, and their reads.
-
-A snapshot row keeps what its stage needs in a JSON ``meta`` column; this module is
-the one place that writes (:func:`imagery_meta`, :func:`opendata_meta`) and parses
-(:class:`ImagerySnapshot`, :class:`OpenDataSnapshot`) that JSON. The reads of their
-artifacts are here too: a shard's imagery (:func:`read_shard_image`) and the open data
-(:func:`read_opendata`).
+"""A run's inputs and their reads: the run's AOI, step, snapshots
+(:mod:`pipeline.run.snapshots`) and model version in one typed value
+(:func:`load_run_inputs`), a shard's imagery (:func:`read_shard_image`) and the open
+data (:func:`read_opendata`).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import geopandas as gpd
 import numpy as np
@@ -25,162 +21,17 @@ from sqlalchemy.orm import Session
 from pipeline.aoi.config import AoiConfig, parse_aoi
 from pipeline.context import Context
 from pipeline.db import repo
-from pipeline.db.models import Snapshot
 from pipeline.errors import ConfigError, StoreError
 from pipeline.mosaic import read_mosaic
+from pipeline.run.snapshots import (
+    ImagerySnapshot,
+    OpenDataSnapshot,
+    ShardRef,
+    imagery_snapshot,
+    opendata_snapshot,
+)
 
 WEB_MERCATOR = "EPSG:3857"
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    """One shard of an imagery snapshot: its mosaic's key, content hash and valid share."""
-
-    shard_id: str
-    key: str
-    content_hash: str
-    valid_share: float
-
-
-@dataclass(frozen=True)
-class ImagerySnapshot:
-    """A stored imagery snapshot: one mosaic per shard that has imagery.
-
-    ``fingerprint`` identifies the source as read (a new fingerprint is a new fetch),
-    ``coverage`` is the share of the AOI with imagery, ``described`` what the source
-    said of itself (bands, dtype, CRS) for validation.
-    """
-
-    id: int
-    aoi_id: int
-    step: str
-    source: str
-    content_hash: str
-    feature_count: int
-    fingerprint: str
-    coverage: float | None
-    shards: Mapping[str, ShardRef]
-    described: Mapping[str, Any] = field(default_factory=dict)
-    #: the imagery's own date (its date rule applied to the audit date); None: ``step``
-    source_step: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Snapshot) -> ImagerySnapshot:
-        """Parse an ``imagery`` snapshot row."""
-        meta = _meta(row, "imagery")
-        shards = {
-            sid: ShardRef(sid, str(v["key"]), str(v["hash"]), float(v.get("valid_share", 1.0)))
-            for sid, v in (meta.get("shards") or {}).items()
-        }
-        return cls(
-            id=row.id,
-            aoi_id=row.aoi_id,
-            step=row.step,
-            source=row.source,
-            content_hash=row.content_hash,
-            feature_count=int(row.feature_count or 0),
-            fingerprint=str(meta.get("fingerprint", "")),
-            coverage=meta.get("coverage"),
-            shards=shards,
-            described=dict(meta.get("source") or {}),
-            source_step=meta.get("source_step"),
-        )
-
-
-@dataclass(frozen=True)
-class OpenDataSnapshot:
-    """A stored open-data snapshot: repaired footprints (EPSG:3857 GeoParquet under ``key``) and
-    the per-feature profile of the data as read (``profile_key``).
-
-    ``read_info`` is what the source said of what it read (count, CRS, dropped
-    non-polygons), ``repair`` what preparing the footprints repaired or dropped.
-    """
-
-    id: int
-    aoi_id: int
-    step: str
-    source: str
-    content_hash: str
-    feature_count: int
-    fingerprint: str
-    key: str
-    profile_key: str | None
-    repair: Mapping[str, Any] = field(default_factory=dict)
-    read_info: Mapping[str, Any] = field(default_factory=dict)
-    #: the open data's own date (its date rule applied to the audit date); None: ``step``
-    source_step: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Snapshot) -> OpenDataSnapshot:
-        """Parse an ``opendata`` snapshot row."""
-        meta = _meta(row, "opendata")
-        return cls(
-            id=row.id,
-            aoi_id=row.aoi_id,
-            step=row.step,
-            source=row.source,
-            content_hash=row.content_hash,
-            feature_count=int(row.feature_count or 0),
-            fingerprint=str(meta.get("fingerprint", "")),
-            key=str(meta.get("key", "")),
-            profile_key=meta.get("profile_key"),
-            repair=dict(meta.get("repair") or {}),
-            read_info=dict(meta.get("source") or {}),
-            source_step=meta.get("source_step"),
-        )
-
-    def artifact_keys(self) -> list[str]:
-        """Keys that must exist for the snapshot to be usable."""
-        return [self.key, self.profile_key or ""]
-
-
-def imagery_meta(
-    fingerprint: str,
-    coverage: float,
-    shards: Mapping[str, ShardRef],
-    described: Mapping[str, Any],
-    source_step: str | None = None,
-) -> dict[str, Any]:
-    """The ``meta`` JSON of an imagery snapshot row (parsed by :class:`ImagerySnapshot`)."""
-    return {
-        "source_step": source_step,
-        "fingerprint": fingerprint,
-        "coverage": coverage,
-        "shards": {
-            sid: {"key": r.key, "hash": r.content_hash, "valid_share": r.valid_share}
-            for sid, r in shards.items()
-        },
-        "source": dict(described),
-    }
-
-
-def opendata_meta(
-    fingerprint: str,
-    key: str,
-    profile_key: str,
-    repair: Mapping[str, Any],
-    read_info: Mapping[str, Any],
-    source_step: str | None = None,
-) -> dict[str, Any]:
-    """The ``meta`` JSON of an open-data snapshot row (parsed by :class:`OpenDataSnapshot`)."""
-    return {
-        "source_step": source_step,
-        "fingerprint": fingerprint,
-        "key": key,
-        "profile_key": profile_key,
-        "repair": dict(repair),
-        "source": dict(read_info),
-    }
-
-
-def imagery_snapshot(s: Session, snapshot_id: int) -> ImagerySnapshot:
-    """The imagery snapshot ``snapshot_id`` (ConfigError when it is of another kind)."""
-    return ImagerySnapshot.from_row(repo.get_snapshot(s, snapshot_id))
-
-
-def opendata_snapshot(s: Session, snapshot_id: int) -> OpenDataSnapshot:
-    """The open-data snapshot ``snapshot_id`` (ConfigError when it is of another kind)."""
-    return OpenDataSnapshot.from_row(repo.get_snapshot(s, snapshot_id))
 
 
 @dataclass(frozen=True)
@@ -283,9 +134,3 @@ def geoparquet_bytes(frame: gpd.GeoDataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
-
-
-def _meta(row: Snapshot, kind: str) -> dict[str, Any]:
-    if row.kind != kind:
-        raise ConfigError(f"snapshot {row.id} is {row.kind}, not {kind}")
-    return dict(row.meta or {})

@@ -9,7 +9,8 @@ from pipeline.context import Context
 from pipeline.mosaic import read_mosaic, write_mosaic
 from pipeline.rasterize import rasterize_shard
 from pipeline.run import layout
-from pipeline.run.inputs import OpenDataSnapshot, read_opendata
+from pipeline.run.inputs import read_opendata
+from pipeline.run.snapshots import OpenDataSnapshot
 from pipeline.tiles import Shard
 
 

@@ -24,7 +24,7 @@ from pipeline.errors import ConfigError, NotFoundError
 from pipeline.locks import AuditBusyError
 from pipeline.redact import redact
 from pipeline.run.handoffs import AuditPlan, AuditRequest, FetchedSnapshot
-from pipeline.run.inputs import imagery_snapshot
+from pipeline.run.snapshots import imagery_snapshot
 
 log = logging.getLogger(__name__)
 

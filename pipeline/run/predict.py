@@ -27,7 +27,8 @@ from pipeline.model.folds import FoldSet
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic, write_mosaic
 from pipeline.progress import progress_bar
 from pipeline.run import layout
-from pipeline.run.inputs import ImagerySnapshot, RunInputs, ShardPixels, read_shard_image
+from pipeline.run.inputs import RunInputs, ShardPixels, read_shard_image
+from pipeline.run.snapshots import ImagerySnapshot
 from pipeline.store import file_sha256
 from pipeline.tiles import Shard, parse_shard_id
 

@@ -9,7 +9,6 @@ tile's shard, and tiles are flagged by :func:`pipeline.score.aggregate.flag_tile
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import time
@@ -23,11 +22,11 @@ from sqlalchemy.orm import Session
 from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.db.engine import write_session
-from pipeline.db.errors import RunStateError
 from pipeline.db.models import Finding
 from pipeline.run import layout
 from pipeline.run.handoffs import AuditPlan, RunSummary, ShardOutcome
 from pipeline.run.inputs import compared_opendata, load_run_inputs, read_geoparquet
+from pipeline.run.summary import AOI_SCORE_COLUMNS, reused_run_summary, stored_run_summary
 from pipeline.run.validate import validator_of
 from pipeline.score.aggregate import aoi_aggregates, finding_tiles, findings_per_tile, flag_tiles
 from pipeline.score.hotspots import hotspots as rank_hotspots
@@ -36,19 +35,6 @@ from pipeline.tiles import HALF_WORLD_M, TILE_SIZE, Tile, shard_of
 
 log = logging.getLogger(__name__)
 
-AOI_SCORE_COLUMNS = (
-    "completeness",
-    "correctness",
-    "mean_iou",
-    "mean_qod",
-    "flagged_tile_share",
-    "n_opendata",
-    "n_predicted",
-    "findings_by_kind",
-    "model_oof_iou",
-    "model_validated_tiles",
-    "model_trusted",
-)
 # finding measures with a column of their own; the others go into ``detail``
 _FINDING_TABLE = frozenset(c.name for c in Finding.__table__.columns) - {"id", "run_id", "detail"}
 _SHARD_STAGES = ("rasterize", "predict", "score")
@@ -60,13 +46,8 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
     The output suites check the tile scores and findings first; a critical failure
     raises and publishes nothing. A reused run is not published again.
     """
-    if plan.no_new_data:
-        with Session(ctx.engine) as s:
-            same_as = int((repo.get_run(s, plan.run_id).params or {})["same_as_run"])
-        summary = stored_run_summary(ctx, same_as, reused=True)
-        return dataclasses.replace(summary, no_new_data=True)
     if plan.reused:
-        return stored_run_summary(ctx, plan.run_id, reused=True)
+        return reused_run_summary(ctx, plan)
     t0 = time.perf_counter()
     run_id = plan.run_id
     inputs = load_run_inputs(ctx, run_id)
@@ -168,30 +149,6 @@ def publish_run(ctx: Context, plan: AuditPlan) -> RunSummary:
         repo.finish_run(s, run_id, "succeeded", stage_seconds=_with_rates(stored, n_tiles))
     log.info("run published", extra={"run_id": run_id, "findings": len(findings)})
     return stored_run_summary(ctx, run_id)
-
-
-def stored_run_summary(ctx: Context, run_id: int, *, reused: bool = False) -> RunSummary:
-    """The summary of a published run, read back from storage."""
-    with Session(ctx.engine) as s:
-        run = repo.get_run(s, run_id)
-        if run.status != "succeeded" or run.score is None:
-            raise RunStateError(f"run {run_id} has no published results (status {run.status})")
-        score = run.score
-        aggregates = {k: getattr(score, k) for k in AOI_SCORE_COLUMNS}
-        aggregates.update(score.extra or {})
-        counts = repo.run_result_counts(s, run_id)
-        return RunSummary(
-            run_id=run_id,
-            aoi=run.aoi.name,
-            step=run.step,
-            aggregates=aggregates,
-            n_findings=counts["n_findings"],
-            n_changes=counts["n_changes"],
-            n_hotspots=counts["n_hotspots"],
-            buildings_uri=ctx.store.uri(layout.run_buildings_key(run_id)),
-            stage_seconds=dict(run.stage_seconds or {}),
-            reused=reused,
-        )
 
 
 def model_trust(

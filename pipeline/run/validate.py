@@ -29,13 +29,12 @@ from pipeline.context import Context, Validator
 from pipeline.db import repo
 from pipeline.db.engine import write_session
 from pipeline.run import layout
-from pipeline.run.inputs import (
+from pipeline.run.inputs import read_geoparquet, read_shard_image
+from pipeline.run.snapshots import (
     ImagerySnapshot,
     OpenDataSnapshot,
     imagery_snapshot,
     opendata_snapshot,
-    read_geoparquet,
-    read_shard_image,
 )
 from pipeline.validate import profiles
 from pipeline.validate.gx import run_suite

@@ -30,8 +30,9 @@ from pipeline.model.dataset import TrainingSample
 from pipeline.model.folds import FoldPlan
 from pipeline.progress import progress_bar
 from pipeline.run.fetch import fetch_imagery, fetch_opendata
-from pipeline.run.inputs import imagery_snapshot, opendata_snapshot, read_shard_image
+from pipeline.run.inputs import read_shard_image
 from pipeline.run.labels import shard_labels
+from pipeline.run.snapshots import imagery_snapshot, opendata_snapshot
 from pipeline.tiles import TILE_SIZE, Shard, Tile, block_of
 
 #: a tile is validated only when more than this share of it has imagery

@@ -18,8 +18,8 @@ from pipeline.aoi.registry import add_aoi_file, get_aoi_config, register_aoi
 from pipeline.db.models import Aoi, Run, Snapshot
 from pipeline.errors import ConfigError, CoverageError, ImageryError, NotFoundError, VectorDataError
 from pipeline.run.fetch import fetch_imagery, fetch_opendata
-from pipeline.run.inputs import imagery_snapshot
 from pipeline.run.local import run_audit
+from pipeline.run.snapshots import imagery_snapshot
 
 # A 300 m square in Zurich, UTM 32N.
 ORIGIN = (465600.0, 5246420.0)

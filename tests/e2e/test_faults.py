@@ -22,9 +22,9 @@ from pipeline.errors import StoreError
 from pipeline.locks import AuditBusyError
 from pipeline.run.fetch import fetch_imagery
 from pipeline.run.handoffs import AuditRequest
-from pipeline.run.inputs import imagery_snapshot
 from pipeline.run.layout import prediction_key
 from pipeline.run.local import run_audit
+from pipeline.run.snapshots import imagery_snapshot
 from pipeline.run.stages import run_stage
 from pipeline.sample.demo import SAMPLE_AOI
 

@@ -269,7 +269,7 @@ def test_bow_ties_are_repaired_counted_and_warned_about(small_town) -> None:  # 
 def test_an_unreadable_mosaic_fails_the_run_with_its_name(small_town) -> None:  # noqa: ANN001
     from pipeline.errors import StoreError
     from pipeline.run.fetch import fetch_imagery
-    from pipeline.run.inputs import imagery_snapshot
+    from pipeline.run.snapshots import imagery_snapshot
 
     ctx = small_town.ctx
     step = small_town.new_step("2030-09-01", imagery=haze(0.01))

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from pipeline.aoi import AoiConfig, parse_aoi
 from pipeline.db import repo
 from pipeline.errors import ConfigError, NotFoundError
-from pipeline.run.fetch import fetch_imagery, fetch_opendata, source_step
-from pipeline.run.inputs import imagery_snapshot
+from pipeline.run.fetch import fetch_imagery, fetch_opendata
 from pipeline.run.local import run_audit
+from pipeline.run.snapshots import imagery_snapshot, source_step
 from pipeline.tiles import Tile
 
 from ._helpers import register, small_config_overrides

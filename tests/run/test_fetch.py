@@ -26,7 +26,8 @@ from pipeline.errors import ConfigError, CoverageError, ImageryError, VectorData
 from pipeline.mosaic import KIND_TAG, SHARD_TAG, array_hash, read_mosaic
 from pipeline.run import layout
 from pipeline.run.fetch import fetch_imagery, fetch_opendata
-from pipeline.run.inputs import imagery_snapshot, opendata_snapshot, read_opendata
+from pipeline.run.inputs import read_opendata
+from pipeline.run.snapshots import imagery_snapshot, opendata_snapshot
 from pipeline.tiles import Tile, parse_shard_id, shard_transform
 
 from ._helpers import SHARD_IDS, register, tile_tree_without, tiles_of_shard

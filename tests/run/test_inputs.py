@@ -18,19 +18,21 @@ from pipeline.mosaic import write_mosaic
 from pipeline.run import layout
 from pipeline.run.handoffs import FetchedSnapshot
 from pipeline.run.inputs import (
-    ImagerySnapshot,
-    OpenDataSnapshot,
-    ShardRef,
     compared_opendata,
     geoparquet_bytes,
-    imagery_meta,
-    imagery_snapshot,
     load_run_inputs,
-    opendata_meta,
-    opendata_snapshot,
     read_geoparquet,
     read_opendata,
     read_shard_image,
+)
+from pipeline.run.snapshots import (
+    ImagerySnapshot,
+    OpenDataSnapshot,
+    ShardRef,
+    imagery_meta,
+    imagery_snapshot,
+    opendata_meta,
+    opendata_snapshot,
 )
 from pipeline.tiles import Tile, lnglat_bounds, parse_shard_id
 

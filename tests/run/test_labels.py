@@ -15,8 +15,9 @@ from pipeline.mosaic import KIND_TAG, write_mosaic
 from pipeline.rasterize import rasterize_shard
 from pipeline.run import layout
 from pipeline.run.fetch import fetch_opendata
-from pipeline.run.inputs import OpenDataSnapshot, opendata_snapshot, read_opendata
+from pipeline.run.inputs import read_opendata
 from pipeline.run.labels import shard_labels
+from pipeline.run.snapshots import OpenDataSnapshot, opendata_snapshot
 from pipeline.tiles import Shard, Tile, parse_shard_id, shard_transform, xy_bounds
 
 from ._helpers import SHARD_IDS

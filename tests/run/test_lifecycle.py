@@ -18,7 +18,6 @@ from pipeline.db.errors import RunStateError
 from pipeline.errors import ConfigError, NotFoundError
 from pipeline.locks import AuditBusyError
 from pipeline.run.handoffs import AuditPlan, AuditRequest, FetchedSnapshot
-from pipeline.run.inputs import imagery_meta
 from pipeline.run.lifecycle import (
     audit_inputs_key,
     check_run_alive,
@@ -30,6 +29,7 @@ from pipeline.run.lifecycle import (
     resolve_model_version,
     start_run,
 )
+from pipeline.run.snapshots import imagery_meta
 from pipeline.tiles import Tile
 
 from ._helpers import SHARD_IDS, bbox_of, fetched, finish_unscored, register, run_row

@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.locks import audit_lock
 from pipeline.run.handoffs import AuditRequest
 from pipeline.run.local import AuditResult, LocalRunner, run_audit
-from pipeline.run.publish import stored_run_summary
+from pipeline.run.summary import stored_run_summary
 from pipeline.run.validation_helper import AuditGate
 
 from ._helpers import SHARD_IDS, bbox_of, run_row, tiles_of_shard

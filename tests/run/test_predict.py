@@ -22,7 +22,7 @@ from pipeline.db.engine import write_session
 from pipeline.errors import StoreError
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic
 from pipeline.run import layout
-from pipeline.run.inputs import RunInputs, imagery_snapshot, load_run_inputs
+from pipeline.run.inputs import RunInputs, load_run_inputs
 from pipeline.run.labels import shard_labels
 from pipeline.run.predict import (
     load_model_version,
@@ -30,6 +30,7 @@ from pipeline.run.predict import (
     predict_imagery,
     predict_run_shard,
 )
+from pipeline.run.snapshots import imagery_snapshot
 from pipeline.tiles import Tile, parse_shard_id
 
 from ._helpers import planned, register, small_config_overrides

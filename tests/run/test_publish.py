@@ -23,8 +23,9 @@ from pipeline.errors import GeoAuditError
 from pipeline.run import layout
 from pipeline.run.changes import store_run_changes
 from pipeline.run.handoffs import AuditPlan, RunSummary
-from pipeline.run.publish import finding_rows, publish_run, records, stored_run_summary
+from pipeline.run.publish import finding_rows, publish_run, records
 from pipeline.run.shard import process_shard
+from pipeline.run.summary import stored_run_summary
 from pipeline.score.aggregate import flag_tiles
 from pipeline.score.match import FINDING_KINDS
 from pipeline.tiles import Tile, shard_of, xy_bounds
