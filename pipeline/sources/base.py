@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEP_PLACEHOLDER = "{step}"
+#: source kinds read from files named by their spec's path and dated by ``{step}`` in
+#: it (:func:`latest_templated_step`, which :func:`latest_step` applies without
+#: importing their modules)
+FILE_KINDS = frozenset({"geotiff", "vector"})
 _CHUNK = 1 << 20
 
 
@@ -220,8 +224,10 @@ def latest_step(
     spec: Any, *, until: str, base_dir: Path | None = None, imagery: bool
 ) -> str | None:
     """The newest step of the source ``spec`` describes, available on ``until``."""
-    load_builtin_sources()
     spec = resolve_env(spec)
+    if spec.kind in FILE_KINDS:
+        return latest_templated_step(spec.path, until=until, base_dir=base_dir)
+    load_builtin_sources()
     registry = IMAGERY_SOURCES if imagery else VECTOR_SOURCES
     try:
         cls = registry[spec.kind]

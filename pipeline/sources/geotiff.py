@@ -42,6 +42,7 @@ from pipeline.sources.base import (
     resolve_path,
     sha256_files,
 )
+from pipeline.sources.identity import raster_files
 from pipeline.sources.retry import attempts
 from pipeline.sources.specs import GeoTiffSpec
 from pipeline.sources.urls import mask_url
@@ -54,7 +55,6 @@ STRETCH_PERCENTILES = (0.5, 99.5)  # mild: bright roofs must not saturate
 CLIPPED_WARN_SHARE = 0.02  # warn when more valid pixels than this clip at 0 or 255
 FOOTPRINT_MAX_SIZE = 512  # px of the low-resolution mask the footprint is traced from
 PREVIEW_MAX_SIZE = 1024  # px of the overview the default stretch is computed from
-SIDECARS = (".ovr", ".msk")
 
 
 @register_imagery("geotiff")
@@ -277,11 +277,7 @@ class GeoTiffSource(ImagerySource):
             if self._reader.dataset.driver == "VRT" or self.path.lower().endswith(".vrt"):
                 self._fingerprint = vrt_fingerprint(self.path)
             elif not is_remote(self.path):
-                main = Path(self.path)
-                files = [main] + [
-                    p for p in (Path(f"{main}{ext}") for ext in SIDECARS) if p.exists()
-                ]
-                self._fingerprint = sha256_files(files)
+                self._fingerprint = sha256_files(raster_files(Path(self.path)))
             else:
                 self._fingerprint = self._remote_fingerprint()
         return self._fingerprint
@@ -406,8 +402,7 @@ def _source_identity(source: str, depth: int) -> str:
         return "missing"
     if local.suffix.lower() == ".vrt":
         return vrt_fingerprint(source, depth + 1)
-    sidecars = [p for p in (Path(f"{local}{ext}") for ext in SIDECARS) if p.exists()]
-    return sha256_files([local, *sidecars])
+    return sha256_files(raster_files(local))
 
 
 def _detail(exc: BaseException) -> str:

@@ -45,6 +45,7 @@ from pipeline.sources.frames import (
     feature_ids,
     finish,
 )
+from pipeline.sources.identity import vector_files
 from pipeline.sources.specs import VectorSpec
 from pipeline.sources.urls import mask_url, scrub
 from pipeline.sources.vector_http import stream_to_file
@@ -52,7 +53,6 @@ from pipeline.sources.vector_http import stream_to_file
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
-SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 _OGR_ERRORS = (DataSourceError, DataLayerError, FieldError, GeometryError)
 
 __all__ = ["VectorFileSource"]
@@ -245,20 +245,10 @@ class VectorFileSource(VectorSource):
             digest = hashlib.sha256(gdf.drop(columns="geometry").to_json().encode())
             digest.update(b"".join(shapely.to_wkb(gdf.geometry.values)))
             return digest.hexdigest()
-        return sha256_files(_files_of(Path(self._location)))
+        return sha256_files(vector_files(Path(self._location)))
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def _files_of(path: Path) -> list[Path]:
-    """The files whose bytes define a local dataset (Shapefile parts, a directory's files)."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    if path.suffix.lower() == ".shp":
-        parts = (path.with_suffix(s) for s in SHAPEFILE_PARTS)
-        return [p for p in parts if p.exists()]
-    return [path]
 
 
 def _geoparquet_metadata(src: str, name: str) -> dict[str, Any]:
