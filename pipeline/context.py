@@ -68,10 +68,13 @@ class Context:
 @functools.lru_cache(maxsize=8)
 def _migrated_engine(url: str) -> Engine:
     from pipeline.db.engine import make_engine
-    from pipeline.db.migrate import upgrade
+    from pipeline.db.revision import at_schema_head
 
     engine = make_engine(url)
-    upgrade(engine)
+    if not at_schema_head(engine):  # Alembic loads only when there is something to do
+        from pipeline.db.migrate import upgrade
+
+        upgrade(engine)
     return engine
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pipeline.db import repo
 from pipeline.db.engine import make_engine, session_scope, write_session
 from pipeline.db.errors import RowError, RunStateError
-from pipeline.db.migrate import upgrade
 from pipeline.db.models import (
     Aoi,
     AoiScore,
@@ -33,6 +32,16 @@ from pipeline.db.models import (
     TileScore,
     ValidationResult,
 )
+
+
+def __getattr__(name: str) -> object:
+    """:func:`~pipeline.db.migrate.upgrade`, imported on first use (it loads Alembic)."""
+    if name == "upgrade":
+        from pipeline.db.migrate import upgrade
+
+        return upgrade
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Aoi",

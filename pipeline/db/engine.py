@@ -36,7 +36,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     SQLite: GeoPackage functions, foreign keys on, WAL journal, busy timeout 30 s, and explicit
     ``BEGIN`` so transactions and savepoints behave as on PostgreSQL; write
     transactions (:func:`write_session`) begin ``IMMEDIATE``.
-    PostgreSQL: ``pool_pre_ping``. ``kwargs`` go to :func:`sqlalchemy.create_engine`.
+    PostgreSQL: ``pool_pre_ping``, GeoAlchemy loaded. ``kwargs`` go to
+    :func:`sqlalchemy.create_engine`.
     """
     u = normalize_url(url)
     kwargs.setdefault("json_serializer", _json_dumps)
@@ -47,6 +48,9 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         _tune_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if u.get_backend_name() == "postgresql":
+        # PostGIS: GeoAlchemy's types and DDL hooks (the embedded SQLite store needs neither)
+        import geoalchemy2  # noqa: F401
     return create_engine(u, **kwargs)
 
 

@@ -18,11 +18,9 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
-import geoalchemy2
 import numpy as np
 import shapely
 import sqlalchemy as sa
-from geoalchemy2.elements import _SpatialElement
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import JSONB
@@ -181,6 +179,8 @@ class Geometry(TypeDecorator):
     def load_dialect_impl(self, dialect: Dialect | None) -> TypeEngine[Any]:
         # geoalchemy2's DDL hooks call this with dialect=None
         if dialect is not None and dialect.name == "postgresql":
+            import geoalchemy2  # only PostGIS needs it: SQLite stores stay without it
+
             return dialect.type_descriptor(
                 geoalchemy2.Geometry(
                     geometry_type=self.geometry_type, srid=self.srid, spatial_index=False
@@ -200,8 +200,11 @@ class Geometry(TypeDecorator):
     def process_result_value(self, value: Any, dialect: Dialect) -> BaseGeometry | None:
         if value is None:
             return None
-        if isinstance(value, _SpatialElement):
-            value = value.data
+        if dialect.name == "postgresql":
+            from geoalchemy2.elements import _SpatialElement
+
+            if isinstance(value, _SpatialElement):
+                value = value.data
         if isinstance(value, memoryview):
             value = bytes(value)
         if isinstance(value, bytes):

@@ -17,6 +17,7 @@ from pipeline.db.__main__ import main
 from pipeline.db.engine import make_engine
 from pipeline.db.migrate import current_revision, head_revision, schema_diff, upgrade
 from pipeline.db.models import Aoi, Base, Finding, Run
+from pipeline.db.revision import SCHEMA_HEAD, at_schema_head
 
 GEOMETRY_COLUMNS = {
     "aoi": "MULTIPOLYGON",
@@ -41,6 +42,17 @@ def test_upgrade_creates_every_table_and_is_idempotent(empty_engine):
     assert set(Base.metadata.tables) <= tables
     upgrade(empty_engine)  # already at head: nothing to do, no error
     assert current_revision(empty_engine) == "0007"
+
+
+def test_schema_head_is_alembics_head_and_tells_a_migrated_database(empty_engine):
+    """Opening a context skips Alembic when the database is at SCHEMA_HEAD: the
+    constant must be the migrations' own head, and must tell migrated from not."""
+    assert head_revision() == SCHEMA_HEAD
+    assert not at_schema_head(empty_engine)  # never migrated: no alembic_version table
+    upgrade(empty_engine, "0006")
+    assert not at_schema_head(empty_engine)  # an older revision
+    upgrade(empty_engine)
+    assert at_schema_head(empty_engine)
 
 
 def test_migrated_schema_matches_models(empty_engine):
