@@ -137,15 +137,7 @@ def start_run(
                     config.name, request.step, run.id, (), reused=True, no_new_data=True
                 )
         if not (request.force or request.repredict):
-            same = repo.reusable_run(
-                s,
-                aoi_id,
-                request.step,
-                imagery_snapshot_id=imagery.snapshot_id,
-                opendata_snapshot_id=opendata.snapshot_id,
-                model_version_id=mv_id,
-                inputs_key=inputs_key,
-            )
+            same = _identical_run(s, aoi_id, request, imagery, opendata, mv_id, inputs_key)
             if same is not None:
                 log.info(
                     "audit up to date: inputs unchanged since an earlier run",
@@ -173,6 +165,51 @@ def start_run(
         )
         repo.add_stage_seconds(s, run.id, {"fetch": imagery.seconds + opendata.seconds})
         return AuditPlan(config.name, request.step, run.id, tuple(shard_ids))
+
+
+def reusable_run_id(
+    ctx: Context,
+    config: AoiConfig,
+    request: AuditRequest,
+    imagery: FetchedSnapshot,
+    opendata: FetchedSnapshot,
+) -> int | None:
+    """The earlier succeeded run that :func:`start_run` would reuse for ``request`` over
+    the whole AOI, asked before anything starts; None when the request forces a new
+    run, has a bbox, or no run was made from the same inputs."""
+    if request.force or request.repredict or request.bbox is not None:
+        return None
+    mv_id = resolve_model_version(ctx, config, request.model_version_id)
+    with Session(ctx.engine) as s:
+        aoi_id = repo.get_aoi(s, config.name).id
+        previous = repo.previous_run(s, aoi_id, request.step)
+        inputs_key = audit_inputs_key(
+            config, imagery, opendata, mv_id, previous.id if previous else None
+        )
+        same = _identical_run(s, aoi_id, request, imagery, opendata, mv_id, inputs_key)
+        return None if same is None else same.id
+
+
+def _identical_run(
+    s: Session,
+    aoi_id: int,
+    request: AuditRequest,
+    imagery: FetchedSnapshot,
+    opendata: FetchedSnapshot,
+    model_version_id: int,
+    inputs_key: str,
+) -> Run | None:
+    """The succeeded run of the request's step made from the same snapshots, model
+    version and inputs (:func:`audit_inputs_key`)."""
+    return repo.reusable_run(
+        s,
+        aoi_id,
+        request.step,
+        imagery_snapshot_id=imagery.snapshot_id,
+        opendata_snapshot_id=opendata.snapshot_id,
+        model_version_id=model_version_id,
+        inputs_key=inputs_key,
+    )
 
 
 def _same_inputs(

@@ -3,10 +3,13 @@
 the demo, tests).
 
 What it adds to the stages is its own: it holds the AOI-and-step lock for the whole
-run (verified before each write; what a lost connection broke runs again), and it
-validates in a forked helper process (:class:`AuditGate`) so that Great Expectations
-loads while the sources are read and the input suites run while the shards'
-predictions fill the cache. Nothing is scored or stored before the verdict.
+run (verified before each write; what a lost connection broke runs again); it first
+asks whether an earlier run answers the request already
+(:func:`~pipeline.run.uptodate.up_to_date_summary`), which an unchanged re-audit
+answers without importing the libraries the stages use; and it validates in a forked
+helper process (:class:`~pipeline.run.validation_helper.AuditGate`) so that Great
+Expectations loads while the sources are read and the input suites run while the
+shards' predictions fill the cache. Nothing is scored or stored before the verdict.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -28,11 +31,12 @@ from pipeline.locks import AuditLock, audit_lock
 from pipeline.progress import progress_bar
 from pipeline.redact import redact
 from pipeline.run.handoffs import AuditPlan, AuditRequest, Handoff, RunSummary, ShardOutcome
-from pipeline.run.inputs import load_run_inputs
-from pipeline.run.lifecycle import record_failure
-from pipeline.run.predict import predict_ahead
+from pipeline.run.lifecycle import close_abandoned_runs, record_failure
 from pipeline.run.stages import AUDIT_STAGES, Stage
-from pipeline.run.validation_helper import AuditGate
+from pipeline.run.uptodate import up_to_date_summary
+
+if TYPE_CHECKING:
+    from pipeline.run.validation_helper import AuditGate
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +102,23 @@ def run_audit(
         trigger=trigger,
     )
     started = time.perf_counter()
-    with (
-        audit_lock(ctx.engine, aoi_name, step, wait_s=wait_s, home=ctx.settings.home) as lock,
-        AuditGate(ctx) as gate,  # Great Expectations loads while the sources are read
-    ):
-        done = LocalRunner(ctx.with_validator(gate), gate, lock).run(request)
+    with audit_lock(ctx.engine, aoi_name, step, wait_s=wait_s, home=ctx.settings.home) as lock:
+        # as planning would: the runs a dead process left are closed first
+        close_abandoned_runs(ctx, aoi_name, step, own_external_id=request.external_id)
+        current = up_to_date_summary(ctx, request)
+        if current is not None:
+            return AuditResult(
+                run_id=current.run_id,
+                aoi=aoi_name,
+                step=step,
+                seconds=time.perf_counter() - started,
+                summary=current,
+                reused=True,
+            )
+        from pipeline.run.validation_helper import AuditGate
+
+        with AuditGate(ctx) as gate:  # Great Expectations loads while the sources are read
+            done = LocalRunner(ctx.with_validator(gate), gate, lock).run(request)
     summary: RunSummary = done["publish"]
     plan: AuditPlan = done["plan"]
     return AuditResult(
@@ -187,6 +203,9 @@ class LocalRunner:
     def _predict_while_validating(self, plan: AuditPlan) -> None:
         """Submit the input suites to the helper and fill the prediction cache until
         their answer is ready (the validate stage then takes it)."""
+        from pipeline.run.inputs import load_run_inputs
+        from pipeline.run.predict import predict_ahead
+
         self.gate.submit_inputs(plan.run_id)
         if self.gate.inputs_ready():
             return

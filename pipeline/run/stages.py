@@ -12,6 +12,10 @@ A stage is a function ``(ctx, request, **inputs) -> Handoff``: ``request`` is th
 it names in ``inputs`` (by stage name). ``after`` lists stages that must succeed first
 without passing anything. A ``per_shard`` stage also takes ``shard_id`` and runs once
 for each shard of the plan.
+
+A stage function imports the module that does its work when it runs: declaring the
+sequence (a DAG file being parsed, ``geoaudit audit`` finding its run up to date)
+imports no raster, vector, model or validation library.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ from pipeline.db import repo
 from pipeline.db.engine import write_session
 from pipeline.errors import ValidationFailedError
 from pipeline.locks import audit_lock
-from pipeline.run.changes import store_run_changes
-from pipeline.run.fetch import fetch_imagery, fetch_opendata
 from pipeline.run.handoffs import (
     AuditPlan,
     AuditRequest,
@@ -45,19 +47,20 @@ from pipeline.run.lifecycle import (
     record_failure,
     start_run,
 )
-from pipeline.run.publish import publish_run
-from pipeline.run.shard import process_shard
-from pipeline.run.validate import validator_of
 
 
 def fetch_imagery_stage(ctx: Context, request: AuditRequest) -> FetchedSnapshot:
     """Snapshot the AOI's imagery at the request's step."""
+    from pipeline.run.fetch import fetch_imagery
+
     check_step(request.step)
     return fetch_imagery(ctx, get_aoi_config(ctx, request.aoi), request.step)
 
 
 def fetch_opendata_stage(ctx: Context, request: AuditRequest) -> FetchedSnapshot:
     """Snapshot the AOI's open data at the request's step."""
+    from pipeline.run.fetch import fetch_opendata
+
     check_step(request.step)
     return fetch_opendata(ctx, get_aoi_config(ctx, request.aoi), request.step)
 
@@ -85,6 +88,8 @@ def validate_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> V
     """
     if plan.reused:
         return ValidationOutcome(plan.run_id, reused=True)
+    from pipeline.run.validate import validator_of
+
     report = validator_of(ctx).validate_inputs(plan.run_id)
     if report.critical:
         record_failure(ctx, plan.run_id, report.reason())
@@ -105,16 +110,22 @@ def shard_stage(
     ctx: Context, request: AuditRequest, *, plan: AuditPlan, shard_id: str
 ) -> ShardOutcome:
     """Rasterize, predict and score one shard of the run (a re-run replaces its rows)."""
+    from pipeline.run.shard import process_shard
+
     return process_shard(ctx, plan.run_id, shard_id)
 
 
 def changes_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> ChangesOutcome:
     """The run's changes against the previous step, stored."""
+    from pipeline.run.changes import store_run_changes
+
     return store_run_changes(ctx, plan)
 
 
 def publish_stage(ctx: Context, request: AuditRequest, *, plan: AuditPlan) -> RunSummary:
     """Findings, hotspots and the AOI score; the run marked succeeded."""
+    from pipeline.run.publish import publish_run
+
     return publish_run(ctx, plan)
 
 
