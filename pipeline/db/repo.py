@@ -447,6 +447,29 @@ def run_result_counts(s: Session, run_id: int) -> dict[str, int]:
     }
 
 
+def kinds_of_results(s: Session, run_id: int) -> dict[str, dict[str, int]]:
+    """How many findings and changes of each kind a run has stored:
+    ``{"findings": {kind: n}, "changes": {kind: n}}`` (kinds with none left out)."""
+    return {
+        name: {
+            str(kind): int(n)
+            for kind, n in s.execute(
+                select(model.kind, func.count())
+                .where(model.run_id == run_id)
+                .group_by(model.kind)
+                .order_by(func.count().desc(), model.kind)
+            )
+        }
+        for name, model in (("findings", Finding), ("changes", Change))
+    }
+
+
+def top_hotspots(s: Session, run_id: int, k: int) -> list[Hotspot]:
+    """The run's ``k`` best-ranked hotspot cells."""
+    q = select(Hotspot).where(Hotspot.run_id == run_id).order_by(Hotspot.rank).limit(k)
+    return list(s.scalars(q))
+
+
 def list_runs(
     s: Session, aoi_id: int | None = None, *, status: str | None = None, limit: int = 100
 ) -> list[Run]:

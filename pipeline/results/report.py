@@ -45,30 +45,25 @@ def aoi_report(ctx: Context, aoi: str, *, top_k: int = 5) -> dict[str, Any]:
         latest = repo.latest_run(s, aoi_row.id, status="succeeded")
         if latest is None:
             return {"aoi": aoi, "trend": trend, "latest": None}
-        findings = repo.findings_frame(s, latest.id)
-        hotspots = repo.hotspots_frame(s, latest.id).sort_values("rank").head(top_k)
-        changes = repo.changes_frame(s, latest.id)
+        kinds = repo.kinds_of_results(s, latest.id)
+        hotspots = [
+            {
+                "rank": int(h.rank),
+                "cell": f"{int(h.z)}/{int(h.x)}/{int(h.y)}",
+                "gi_star": float(h.gi_star),
+                "q_value": None if h.q_value is None else float(h.q_value),
+                "n_findings": int(h.n_findings),
+            }
+            for h in repo.top_hotspots(s, latest.id, top_k)
+        ]
     return {
         "aoi": aoi,
         "trend": trend,
         "latest": {
             "run_id": latest.id,
             "step": latest.step,
-            "findings_by_kind": findings["kind"].value_counts().to_dict()
-            if not findings.empty
-            else {},
-            "changes_by_kind": changes["kind"].value_counts().to_dict()
-            if not changes.empty
-            else {},
-            "hotspots": [
-                {
-                    "rank": int(r.rank),
-                    "cell": f"{int(r.z)}/{int(r.x)}/{int(r.y)}",
-                    "gi_star": float(r.gi_star),
-                    "q_value": None if r.q_value is None else float(r.q_value),
-                    "n_findings": int(r.n_findings),
-                }
-                for r in hotspots.itertuples()
-            ],
+            "findings_by_kind": kinds["findings"],
+            "changes_by_kind": kinds["changes"],
+            "hotspots": hotspots,
         },
     }

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_process import run_cli
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audited_town import Audited
 from pipeline.db import repo
 from pipeline.db.models import Change, Finding, Hotspot, Run, TileScore
+from pipeline.results.report import aoi_report
 from pipeline.run.local import run_audit
 from pipeline.run.shard import process_shard
 
@@ -155,3 +157,28 @@ def test_repredicted_audit_predicts_again_and_agrees(audited: Audited) -> None:
     with Session(ctx.engine) as s:
         again = repo.tile_scores_frame(s, forced.run_id).sort_values(["x", "y"])["iou"].to_numpy()
     assert again == pytest.approx(base, abs=1e-6)
+
+
+def test_the_report_counts_what_is_stored_without_loading_frames(audited: Audited) -> None:
+    """``geoaudit report``: the trend and the latest run's counts and hotspots as the
+    database holds them, told in a new process that loads no data-frame library."""
+    ctx = audited.ctx
+    with Session(ctx.engine) as s:
+        latest = s.scalars(
+            select(Run).where(Run.status == "succeeded").order_by(Run.id.desc())
+        ).first()
+        aoi = repo.get_aoi(s, latest.aoi_id).name
+        findings = repo.findings_frame(s, latest.id)["kind"].value_counts().to_dict()
+        changes = repo.changes_frame(s, latest.id)["kind"].value_counts().to_dict()
+        ranks = sorted(repo.hotspots_frame(s, latest.id)["rank"])[:5]
+        steps = [sc.step for sc in repo.aoi_scores(s, latest.aoi_id)]
+    report = aoi_report(ctx, aoi)
+    assert report["latest"]["run_id"] == latest.id
+    assert report["latest"]["findings_by_kind"] == findings and sum(findings.values()) > 0
+    assert report["latest"]["changes_by_kind"] == changes
+    assert [h["rank"] for h in report["latest"]["hotspots"]] == ranks
+    assert [row["step"] for row in report["trend"]] == steps
+    done = run_cli(ctx.settings, "report", aoi)
+    assert done.exit_code == 0, done.output
+    assert f"latest run {latest.id} ({latest.step})" in done.output
+    assert done.imported == []
