@@ -8,7 +8,9 @@ from torch import nn
 from pipeline.errors import ImageryError, ModelError
 from pipeline.model.folds import FoldPlan, FoldSet
 from pipeline.model.predict import (
+    Region,
     blend_weights,
+    block_regions,
     predict_batch,
     predict_fold_set,
     predict_mosaic,
@@ -188,13 +190,37 @@ def block(out: np.ndarray, r: int, q: int, tile: int) -> np.ndarray:
     return out[r * tile : (r + 1) * tile, q * tile : (q + 1) * tile]
 
 
-def test_predict_tiles_keeps_the_centre_of_one_window_per_tile(cpu):
+def test_block_regions_cover_each_block_once_with_rectangles():
+    shard = [(r, q) for r in range(4) for q in range(4)]
+    assert block_regions(shard) == [Region(0, 0, 4, 4)]  # a whole shard: one window
+    assert block_regions(shard, max_side=2) == [
+        Region(0, 0, 2, 2),
+        Region(0, 2, 2, 2),
+        Region(2, 0, 2, 2),
+        Region(2, 2, 2, 2),
+    ]
+    ell = [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2), (5, 5)]
+    regions = block_regions(ell)
+    assert regions == [
+        Region(0, 0, 1, 2),
+        Region(1, 0, 2, 1),
+        Region(2, 1, 1, 2),
+        Region(5, 5, 1, 1),
+    ]
+    covered = [
+        (g.row + i, g.col + j) for g in regions for i in range(g.rows) for j in range(g.cols)
+    ]
+    assert sorted(covered) == sorted(ell)
+
+
+def test_predict_tiles_keeps_the_centre_of_one_window_per_region(cpu):
     image = random_image(128, 192)  # 2 x 3 blocks of 64 px
     model = Recorder()
-    blocks = [(0, 0), (1, 2), (0, 1)]
+    blocks = [(0, 0), (1, 2), (0, 1), (1, 1), (0, 2)]
     got = predict_tiles(model, image, blocks, tile=64, margin=16, batch_size=2, device=cpu)
     assert got.shape == (128, 192) and got.dtype == np.float32
-    assert model.shapes == [(2, 3, 96, 96), (1, 3, 96, 96)]  # window = 64 + 2 * 16
+    # regions: row 0 (1 x 3 blocks), then (1, 1)-(1, 2) (1 x 2); window = region + 2 * 16
+    assert sorted(model.shapes) == [(1, 3, 96, 160), (1, 3, 96, 224)]
     # pointwise: the kept centre of each window is the full forward at those pixels
     full = full_forward(model.inner, image)
     for r in range(2):
@@ -225,7 +251,7 @@ def test_predict_tiles_gives_margin_px_of_reflected_context(cpu):
 
 
 def test_predict_tiles_window_must_fit_the_stride(cpu):
-    with pytest.raises(ModelError, match=r"tile \+ 2 \* margin = 70 must be a multiple of 8"):
+    with pytest.raises(ModelError, match=r"tile 64 and tile \+ 2 \* margin = 70 must be multiples of 8"):
         predict_tiles(SmallField(), random_image(64, 64), [(0, 0)], tile=64, margin=3, device=cpu)
     model = SmallField().train()
     predict_tiles(model, random_image(64, 64), [(0, 0)], tile=64, margin=8, device=cpu)
@@ -247,9 +273,12 @@ def test_each_tile_is_predicted_by_the_model_of_its_fold(cpu):
     for tile in TILES:
         r, q = block_of(tile, SHARD)
         np.testing.assert_allclose(block(got, r, q, 256), expected[plan.fold_of(tile)], rtol=1e-6)
-    # one window per tile, each by one model
-    assert sum(plus.batches) + sum(minus.batches) == 4
-    assert sum(minus.batches) == 2 + (plan.fold_of(TILES[3]) == 1)
+    # one window per region of a fold's adjacent tiles, each by one model
+    windows = {
+        fold: len(block_regions([block_of(t, SHARD) for t in TILES if plan.fold_of(t) == fold]))
+        for fold in (0, 1)
+    }
+    assert (sum(plus.batches), sum(minus.batches)) == (windows[0], windows[1])
 
 
 def test_tiles_without_valid_pixels_stay_zero_and_are_not_predicted(cpu):
@@ -283,14 +312,13 @@ def test_fold_set_prediction_composes_per_tile_predictions(cpu):
         assert np.abs(block(got, r, q, 256) - block(other, r, q, 256)).max() > 0.05
 
 
-def test_a_one_fold_set_is_the_sliding_window_mosaic(cpu):
-    model = SmallField()
+def test_a_one_fold_set_predicts_the_valid_tiles_in_one_region(cpu):
+    model = Recorder()
     image = random_image(512, 512, seed=3)
     valid = np.ones((512, 512), bool)
     valid[:, 400:] = False
     got = predict_fold_set(FoldSet.single(model), image, SHARD, valid=valid, device=cpu)
-    np.testing.assert_array_equal(got, predict_mosaic(model, image, valid=valid, device=cpu))
-    # ... which blends windows, unlike one window per tile
-    tiled = predict_tiles(model, image, [(0, 0), (0, 1), (1, 0), (1, 1)], device=cpu)
-    tiled[~valid] = 0
-    assert not np.array_equal(got, tiled)
+    assert model.shapes == [(1, 3, 576, 576)]  # the 2 x 2 tiles and 32 px of context
+    whole = predict_tiles(model.inner, image, [(0, 0), (0, 1), (1, 0), (1, 1)], device=cpu)
+    whole[~valid] = 0
+    np.testing.assert_array_equal(got, whole)
