@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         default=None, description="Folder of AOI YAML files; default: home/aois."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="Where prediction runs: auto = ONNX Runtime on the CPU, PyTorch on CUDA.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["console", "json"] = "console"
     encoder_weights: Path | None = Field(

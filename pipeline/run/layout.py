@@ -10,6 +10,7 @@
     runs/<run>/buildings.parquet                                     ... of the run, merged
     runs/<run>/footprints/<shard>.parquet                            prediction under each footprint
     models/<name>/<sha256:16>.pt                                     model weights
+    models/<name>/<sha256:16>.fold<k>.onnx                           its fold k for ONNX Runtime
 
 Keys are relative ``/`` paths (see :func:`pipeline.store.check_key`); hashes are cut to
 16 hex characters. Labels depend on the open data only, predictions on the imagery and
@@ -88,3 +89,8 @@ def shard_footprints_key(run_id: int, shard_id: str) -> str:
 def model_weights_key(model_name: str, weights_sha256: str) -> str:
     """A model version's weights file."""
     return f"models/{model_name}/{weights_sha256[:16]}.pt"
+
+
+def model_onnx_key(model_name: str, weights_sha256: str, fold: int) -> str:
+    """A model version's fold model exported for ONNX Runtime (made on first use)."""
+    return f"models/{model_name}/{weights_sha256[:16]}.fold{fold}.onnx"

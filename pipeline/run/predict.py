@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -31,6 +31,9 @@ from pipeline.run.inputs import RunInputs, ShardPixels, read_shard_image
 from pipeline.run.snapshots import ImagerySnapshot
 from pipeline.store import file_sha256
 from pipeline.tiles import Shard, parse_shard_id
+
+if TYPE_CHECKING:
+    from pipeline.model.net import ModelSpec
 
 log = logging.getLogger(__name__)
 _models: dict[tuple[str, int, str], FoldSet] = {}
@@ -57,20 +60,49 @@ class Prediction:
 
 def load_model_version(ctx: Context, model_version_id: int) -> FoldSet:
     """A registered model version as its fold set (a plain model: one fold), in eval
-    mode, loaded once per process and device."""
-    cache_key = (ctx.store.url, model_version_id, str(ctx.device))
+    mode, on the runtime the settings choose (:mod:`pipeline.model.runtime`), loaded
+    once per process, device and runtime."""
+    from pipeline.model.runtime import choose_runtime
+
+    runtime = choose_runtime(ctx.settings.runtime, ctx.device)
+    cache_key = (ctx.store.url, model_version_id, str(ctx.device), runtime)
     with _models_lock:
         if cache_key in _models:
             return _models[cache_key]
     from pipeline.model.checkpoint import load_fold_set
 
     with Session(ctx.engine) as s:
-        weights_key = repo.get_model_version(s, model_version_id).weights_uri
+        mv = repo.get_model_version(s, model_version_id)
+        weights_key, name, sha = mv.weights_uri, mv.name, mv.weights_sha256
     with ctx.store.readable_path(weights_key) as path:
-        folds, _spec, _meta = load_fold_set(path, device=ctx.device)
+        folds, spec, _meta = load_fold_set(path, device=ctx.device)
+    if runtime == "onnx":
+        folds = _onnx_fold_set(ctx, folds, spec, name, sha)
     with _models_lock:
         _models[cache_key] = folds
     return folds
+
+
+def _onnx_fold_set(
+    ctx: Context, folds: FoldSet, spec: ModelSpec, model_name: str, weights_sha256: str
+) -> FoldSet:
+    """The fold set's networks in ONNX Runtime sessions, each exported once per model
+    version and kept in the artifact store beside the weights."""
+    import torch
+
+    from pipeline.model.export import export_onnx
+    from pipeline.model.runtime import OnnxNet
+
+    nets = []
+    for fold, model in enumerate(folds.models):
+        key = layout.model_onnx_key(model_name, weights_sha256, fold)
+        if not ctx.store.exists(key):
+            with ctx.store.writable_path(key) as tmp:
+                export_onnx(model, spec, tmp)
+        with ctx.store.readable_path(key) as path:
+            threads = torch.get_num_threads()
+            nets.append(OnnxNet(path, output_stride=spec.output_stride, threads=threads))
+    return FoldSet(nets, folds.plan)
 
 
 def predict_shard(
