@@ -8,13 +8,13 @@ Takes the AOI's latest succeeded run: its imagery shards, its model version (a f
 or one model) and the labels of its open data. Each variant predicts every shard with
 :func:`pipeline.model.predict.predict_fold_set` (what the shard stage calls):
 
-* ``regions, onnx``: the tiles of one fold model in rectangles of up to 4 x 4 tiles,
-  one window each with 32 px of context, run by ONNX Runtime (the audit path now);
-* ``regions, torch``: the same windows run by PyTorch;
-* ``per tile, torch``: ``region_side=1``, a 320 px window per 256 px tile, PyTorch
-  (the k-fold audit path before);
-* ``sliding, torch``: :func:`predict_mosaic`, 256 px windows with 32 px overlap,
-  blended, PyTorch (a one-model audit before), for a one-fold model only.
+* ``per tile, onnx``: a 320 px window per 256 px tile (32 px of context), run by
+  ONNX Runtime (the audit path now);
+* ``per tile, torch``: the same windows run by PyTorch (the audit path before);
+* ``regions, onnx`` / ``regions, torch``: the tiles of one fold model in rectangles of
+  up to 4 x 4 tiles, one window each with 32 px of context (``region_side=4``);
+* ``sliding, onnx`` / ``sliding, torch``: :func:`predict_mosaic`, 256 px windows with
+  32 px overlap, blended (what a one-model set runs), for a one-fold model only.
 
 Variants alternate within each repeat. Prints the median tiles/s of each, the pixel
 IoU of its masks (probability >= 0.5) against the open data over the valid pixels,
@@ -28,6 +28,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +37,13 @@ from sqlalchemy.orm import Session
 from pipeline.context import open_context
 from pipeline.db import repo
 from pipeline.model.device import repeatable
+from pipeline.model.folds import FoldSet
 from pipeline.model.predict import predict_fold_set, predict_mosaic
-from pipeline.run.inputs import load_run_inputs, read_shard_image
+from pipeline.run.inputs import ShardPixels, load_run_inputs, read_shard_image
 from pipeline.run.labels import shard_labels
 from pipeline.run.predict import load_model_version
 from pipeline.settings import Settings
-from pipeline.tiles import parse_shard_id
+from pipeline.tiles import Shard, parse_shard_id
 
 
 def main() -> None:
@@ -73,22 +75,27 @@ def main() -> None:
         shards.append((shard, image, labels))
     n_tiles = sum((s.size // 256) ** 2 for s, _, _ in shards)
 
-    variants = {
-        "regions, onnx": lambda shard, image: predict_fold_set(
-            onnx, image.data, shard, valid=image.valid, device=ctx.device
-        ),
-        "regions, torch": lambda shard, image: predict_fold_set(
-            folds, image.data, shard, valid=image.valid, device=ctx.device
-        ),
-        "per tile, torch": lambda shard, image: predict_fold_set(
-            folds, image.data, shard, valid=image.valid, region_side=1, device=ctx.device
-        ),
-    }
-    if folds.k == 1:
-        variants["sliding, torch"] = lambda shard, image: predict_mosaic(
+    def fold_set(folds: FoldSet, side: int) -> Callable[[Shard, ShardPixels], np.ndarray]:
+        return lambda shard, image: predict_fold_set(
+            folds, image.data, shard, valid=image.valid, region_side=side, device=ctx.device
+        )
+
+    def sliding(folds: FoldSet) -> Callable[[Shard, ShardPixels], np.ndarray]:
+        return lambda shard, image: predict_mosaic(
             folds.models[0], image.data, valid=image.valid, device=ctx.device
         )
-    before = "sliding, torch" if folds.k == 1 else "per tile, torch"
+
+    if folds.k == 1:
+        variants = {"sliding, onnx": sliding(onnx), "sliding, torch": sliding(folds)}
+        now, before = "sliding, onnx", "sliding, torch"
+    else:
+        variants = {
+            "per tile, onnx": fold_set(onnx, 1),
+            "per tile, torch": fold_set(folds, 1),
+            "regions, onnx": fold_set(onnx, 4),
+            "regions, torch": fold_set(folds, 4),
+        }
+        now, before = "per tile, onnx", "per tile, torch"
     print(
         f"{args.aoi} run {run.id}: {len(shards)} shards, {n_tiles} tiles of 256 px, "
         f"model version {inputs.model_version_id} ({folds.k} fold model(s)), "
@@ -114,8 +121,8 @@ def main() -> None:
     for name in variants:
         rate = n_tiles / statistics.median(seconds[name])
         print(f"  {name:16s} {rate:7.1f} tiles/s   IoU {iou[name]:.4f}")
-    ratio = statistics.median(seconds[before]) / statistics.median(seconds["regions"])
-    print(f"regions vs {before}: {ratio:.2f}x the tiles/s, IoU {iou['regions'] - iou[before]:+.4f}")
+    ratio = statistics.median(seconds[before]) / statistics.median(seconds[now])
+    print(f"{now} vs {before}: {ratio:.2f}x the tiles/s, IoU {iou[now] - iou[before]:+.4f}")
 
 
 if __name__ == "__main__":

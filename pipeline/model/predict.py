@@ -235,22 +235,31 @@ def predict_fold_set(
     valid: np.ndarray | None = None,
     margin: int = 32,
     batch_size: int = 8,
-    region_side: int = 4,
+    region_side: int = 1,
     device: torch.device,
 ) -> np.ndarray:
     """Probabilities ``(H, W)`` of a shard mosaic, each work tile by the fold model that
-    did not train on it (:class:`~pipeline.model.folds.FoldSet`; a one-fold set: its
-    model everywhere), the tiles of one model predicted together in regions of up to
-    ``region_side`` tiles a side with ``margin`` px of context (:func:`predict_tiles`;
-    ``region_side=1``: one window per tile); tiles without a valid pixel and pixels
-    outside ``valid`` are 0."""
+    did not train on it (:class:`~pipeline.model.folds.FoldSet`), in windows of up to
+    ``region_side`` tiles a side with ``margin`` px of context (:func:`predict_tiles`);
+    tiles without a valid pixel and pixels outside ``valid`` are 0. A one-fold set is
+    one sliding-window pass (:func:`predict_mosaic`).
+
+    One window per tile is the default: larger windows cost fewer pixels (a 4 x 4
+    region 1.13 times its pixels, a tile 1.56 times) but change what the network sees,
+    since the default encoder's squeeze-and-excitation blocks pool over the whole
+    window; measured on the sample towns, 4 x 4 regions gave the 1 km demo better
+    figures and the 500 m town worse ones (``bench/predict_path.py``, README "Speed").
+    """
+    if folds.k == 1:
+        return predict_mosaic(
+            folds.models[0], image, valid=valid, batch_size=batch_size, device=device
+        )
     by_fold: dict[int, list[tuple[int, int]]] = {}
     for t in shard_tiles(shard):
         r, q = block_of(t, shard)
         sl = np.s_[r * TILE_SIZE : (r + 1) * TILE_SIZE, q * TILE_SIZE : (q + 1) * TILE_SIZE]
         if valid is None or valid[sl].any():
-            fold = 0 if folds.k == 1 else folds.plan.fold_of(t)
-            by_fold.setdefault(fold, []).append((r, q))
+            by_fold.setdefault(folds.plan.fold_of(t), []).append((r, q))
     out = np.zeros(image.shape[1:], np.float32)
     for fold, blocks in sorted(by_fold.items()):
         out += predict_tiles(

@@ -251,7 +251,9 @@ def test_predict_tiles_gives_margin_px_of_reflected_context(cpu):
 
 
 def test_predict_tiles_window_must_fit_the_stride(cpu):
-    with pytest.raises(ModelError, match=r"tile 64 and tile \+ 2 \* margin = 70 must be multiples of 8"):
+    with pytest.raises(
+        ModelError, match=r"tile 64 and tile \+ 2 \* margin = 70 must be multiples of 8"
+    ):
         predict_tiles(SmallField(), random_image(64, 64), [(0, 0)], tile=64, margin=3, device=cpu)
     model = SmallField().train()
     predict_tiles(model, random_image(64, 64), [(0, 0)], tile=64, margin=8, device=cpu)
@@ -273,7 +275,13 @@ def test_each_tile_is_predicted_by_the_model_of_its_fold(cpu):
     for tile in TILES:
         r, q = block_of(tile, SHARD)
         np.testing.assert_allclose(block(got, r, q, 256), expected[plan.fold_of(tile)], rtol=1e-6)
-    # one window per region of a fold's adjacent tiles, each by one model
+    # one window per tile by default, each by one model
+    assert sum(plus.batches) + sum(minus.batches) == 4
+    assert sum(minus.batches) == 2 + (plan.fold_of(TILES[3]) == 1)
+    # in regions: one window per region of a fold's adjacent tiles
+    plus.batches.clear(), minus.batches.clear()
+    regions = predict_fold_set(folds, image, SHARD, region_side=2, device=cpu)
+    np.testing.assert_allclose(regions, got, rtol=1e-6)
     windows = {
         fold: len(block_regions([block_of(t, SHARD) for t in TILES if plan.fold_of(t) == fold]))
         for fold in (0, 1)
@@ -312,13 +320,14 @@ def test_fold_set_prediction_composes_per_tile_predictions(cpu):
         assert np.abs(block(got, r, q, 256) - block(other, r, q, 256)).max() > 0.05
 
 
-def test_a_one_fold_set_predicts_the_valid_tiles_in_one_region(cpu):
-    model = Recorder()
+def test_a_one_fold_set_is_the_sliding_window_mosaic(cpu):
+    model = SmallField()
     image = random_image(512, 512, seed=3)
     valid = np.ones((512, 512), bool)
     valid[:, 400:] = False
     got = predict_fold_set(FoldSet.single(model), image, SHARD, valid=valid, device=cpu)
-    assert model.shapes == [(1, 3, 576, 576)]  # the 2 x 2 tiles and 32 px of context
-    whole = predict_tiles(model.inner, image, [(0, 0), (0, 1), (1, 0), (1, 1)], device=cpu)
-    whole[~valid] = 0
-    np.testing.assert_array_equal(got, whole)
+    np.testing.assert_array_equal(got, predict_mosaic(model, image, valid=valid, device=cpu))
+    # ... which blends windows, unlike one window per tile
+    tiled = predict_tiles(model, image, [(0, 0), (0, 1), (1, 0), (1, 1)], device=cpu)
+    tiled[~valid] = 0
+    assert not np.array_equal(got, tiled)

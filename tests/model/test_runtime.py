@@ -34,7 +34,7 @@ def test_the_runtime_follows_the_setting_and_the_device(cpu):
 
 def test_onnx_runtime_gives_the_torch_probabilities_on_the_audit_path(trained, cpu, tmp_path):
     """A two-fold set of the trained model (the second with another head bias) predicts
-    a 1024 px shard in regions: ONNX Runtime and PyTorch agree to float rounding."""
+    a 1024 px shard per tile and in regions: ONNX Runtime and PyTorch agree to float rounding."""
     other = build_model(trained.spec)
     other.load_state_dict(trained.model.state_dict())
     with torch.no_grad():
@@ -53,10 +53,15 @@ def test_onnx_runtime_gives_the_torch_probabilities_on_the_audit_path(trained, c
     image = random_image(1024, 1024, seed=5)
     valid = np.ones((1024, 1024), bool)
     valid[:, 900:] = False
-    expected = predict_fold_set(FoldSet(models, plan), image, SHARD, valid=valid, device=cpu)
-    got = predict_fold_set(FoldSet(nets, plan), image, SHARD, valid=valid, device=cpu)
+    for side in (1, 4):  # one window per tile, and regions
+        expected = predict_fold_set(
+            FoldSet(models, plan), image, SHARD, valid=valid, region_side=side, device=cpu
+        )
+        got = predict_fold_set(
+            FoldSet(nets, plan), image, SHARD, valid=valid, region_side=side, device=cpu
+        )
+        np.testing.assert_allclose(got, expected, atol=1e-4)
     assert got.dtype == np.float32 and got.shape == (1024, 1024)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
     assert np.all(got[~valid] == 0)
     assert (got >= 0.5).sum() > 0  # the trained model sees buildings somewhere
 
