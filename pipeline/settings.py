@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runtime: Literal["auto", "torch", "onnx"] = Field(
         default="auto",
-        description="Where prediction runs: auto = ONNX Runtime on the CPU, PyTorch on CUDA.",
+        description="Where prediction runs: auto = torch (measured faster); onnx: CPU only.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["console", "json"] = "console"

@@ -22,7 +22,7 @@ CUDA = torch.device("cuda")
 
 
 def test_the_runtime_follows_the_setting_and_the_device(cpu):
-    assert choose_runtime("auto", cpu) == "onnx"
+    assert choose_runtime("auto", cpu) == "torch"
     assert choose_runtime("auto", CUDA) == "torch"
     assert choose_runtime("torch", cpu) == "torch"
     assert choose_runtime("onnx", cpu) == "onnx"
