@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import mercantile
 import numpy as np
-from affine import Affine
 
 from pipeline.errors import ConfigError, InvalidTileError
+
+if TYPE_CHECKING:
+    from affine import Affine
 
 TILE_SIZE = 256
 MAX_ZOOM = 24
@@ -207,6 +209,8 @@ def shard_transform(shard: Shard) -> Affine:
 
     ``pixel size = (right - left) / (256 * n)``; origin at the shard's top-left corner.
     """
+    from affine import Affine  # loaded on first use: start-up of commands that need none
+
     left, bottom, right, top = xy_bounds(shard.tile)
     res = (right - left) / shard.size
     return Affine(res, 0.0, left, 0.0, -res, top)

@@ -13,6 +13,7 @@ callers (``open_imagery`` / ``open_vector``) do not change.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import shapely
-from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import ConfigError, CoverageError
@@ -34,6 +34,7 @@ from pipeline.tiles import MAX_LATITUDE, Shard
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    from pyproj import Transformer
 
     from pipeline.sources.specs import ImagerySpec, OpenDataSpec
 
@@ -343,14 +344,19 @@ def sha256_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-_TO_3857 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+@functools.cache
+def _to_3857() -> Transformer:
+    """The WGS84 → Web Mercator transformer (pyproj loads when first projected)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
 
 
 def to_web_mercator(geom: BaseGeometry) -> BaseGeometry:
     """Project a WGS84 geometry to EPSG:3857 (latitudes clipped to ±MAX_LATITUDE)."""
     geom = shapely.clip_by_rect(geom, -180.0, -MAX_LATITUDE, 180.0, MAX_LATITUDE)
     return shapely.transform(
-        geom, lambda xy: np.column_stack(_TO_3857.transform(xy[:, 0], xy[:, 1]))
+        geom, lambda xy: np.column_stack(_to_3857().transform(xy[:, 0], xy[:, 1]))
     )
 
 
