@@ -13,6 +13,9 @@ from pipeline.settings import Settings
 
 #: libraries that a read-only command or an unchanged re-audit should not load
 HEAVY_LIBRARIES = ("torch", "geopandas", "rasterio", "great_expectations", "pandas")
+#: what ``--help`` does without: the database layer, arrays, geometries, projections,
+#: the log renderer (pydantic is not here: Typer loads it to build a command's options)
+HELP_FREE_OF = (*HEAVY_LIBRARIES, "sqlalchemy", "numpy", "shapely", "pyproj", "structlog")
 
 
 @dataclass(frozen=True)
@@ -25,16 +28,18 @@ class CliRun:
     imported: list[str]
 
 
-def run_cli(settings: Settings, *args: str) -> CliRun:
+def run_cli(
+    settings: Settings, *args: str, libraries: tuple[str, ...] = HEAVY_LIBRARIES
+) -> CliRun:
     """Run ``geoaudit ARGS`` in a new process with ``settings``' home, database, artifact
-    store and AOI folder."""
+    store and AOI folder; report which of ``libraries`` it imported."""
     script = (
         "import json, sys\n"
         "from typer.testing import CliRunner\n"
         "from pipeline.cli.main import app\n"
         f"out = CliRunner().invoke(app, {list(args)!r})\n"
         "sys.stdout.write(out.output)\n"
-        f"print('IMPORTED', json.dumps([m for m in {HEAVY_LIBRARIES!r} if m in sys.modules]))\n"
+        f"print('IMPORTED', json.dumps([m for m in {libraries!r} if m in sys.modules]))\n"
         "sys.exit(out.exit_code)\n"
     )
     env = {
@@ -51,5 +56,5 @@ def run_cli(settings: Settings, *args: str) -> CliRun:
     return CliRun(
         done.returncode,
         output + done.stderr,
-        json.loads(imported) if imported else list(HEAVY_LIBRARIES),
+        json.loads(imported) if imported else list(libraries),
     )

@@ -51,6 +51,32 @@ def test_help_everywhere(args: list[str]) -> None:
     assert "``" not in result.output  # docstring markup rendered, not shown raw
 
 
+def test_help_starts_without_the_engine_in_a_new_process(home: Path) -> None:
+    """``geoaudit --help`` and a command's help load the CLI alone: each command imports
+    what it uses when it runs."""
+    from cli_process import HELP_FREE_OF, run_cli
+
+    from pipeline.settings import Settings
+
+    for args in (["--help"], ["audit", "--help"], ["aoi", "list", "--help"]):
+        done = run_cli(Settings(home=home), *args, libraries=HELP_FREE_OF)
+        assert done.exit_code == 0 and "Usage" in done.output, done.output
+        assert done.imported == [], args
+
+
+def test_a_quiet_command_never_loads_the_log_renderer(home: Path) -> None:
+    """At the default level nothing is logged by ``aoi list``, so structlog (and rich's
+    traceback renderer it pulls in) stays unloaded; the light commands need no projection
+    library either."""
+    from cli_process import run_cli
+
+    from pipeline.settings import Settings
+
+    done = run_cli(Settings(home=home), "aoi", "list", libraries=("structlog", "pyproj"))
+    assert done.exit_code == 0, done.output
+    assert done.imported == []
+
+
 def test_version() -> None:
     from importlib import metadata
 

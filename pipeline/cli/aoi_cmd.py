@@ -7,11 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.orm import Session
 
-from pipeline.aoi.registry import add_aoi_file, get_aoi_config
 from pipeline.cli.common import AoiName, JsonFlag, console, context, guarded, print_json
-from pipeline.db import repo
 from pipeline.redact import redact
 
 app = typer.Typer(help="Register and list areas of interest (AOIs).", no_args_is_help=True)
@@ -23,6 +20,8 @@ def add(
     path: Annotated[Path, typer.Argument(help="AOI YAML file.")], as_json: JsonFlag = False
 ) -> None:
     """Validate an AOI file and register it (database + AOI folder)."""
+    from pipeline.aoi.registry import add_aoi_file
+
     ctx = context(progress=False)
     config = add_aoi_file(ctx, path)
     n_tiles = len(config.tiles())
@@ -49,6 +48,10 @@ def add(
 @guarded
 def list_(as_json: JsonFlag = False) -> None:
     """List registered AOIs with their latest audit."""
+    from sqlalchemy.orm import Session
+
+    from pipeline.db import repo
+
     ctx = context(progress=False)
     rows = []
     with Session(ctx.engine) as s:
@@ -76,6 +79,8 @@ def show(name: AoiName, as_json: JsonFlag = False) -> None:
     """Print an AOI's configuration as YAML, or JSON with --json (URL query strings and
     passwords masked; ``${ENV_VAR}`` references are shown as written, never resolved)."""
     import yaml
+
+    from pipeline.aoi.registry import get_aoi_config
 
     ctx = context(progress=False)
     text = redact(get_aoi_config(ctx, name).to_yaml())

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
-from pipeline.aoi.registry import get_aoi_config
 from pipeline.cli.common import (
     AoiName,
     AuditStepOption,
@@ -24,6 +22,7 @@ from pipeline.cli.common import (
 @guarded
 def fetch(aoi: AoiName, step: StepOption, as_json: JsonFlag = False) -> None:
     """Snapshot the AOI's imagery and open data for a time step."""
+    from pipeline.aoi.registry import get_aoi_config
     from pipeline.run.fetch import fetch_imagery, fetch_opendata
 
     ctx = context()
@@ -96,6 +95,9 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Predict building masks for every shard (cached per imagery hash and model)."""
+    from sqlalchemy.orm import Session
+
+    from pipeline.aoi.registry import get_aoi_config
     from pipeline.run import layout
     from pipeline.run.fetch import fetch_imagery
     from pipeline.run.lifecycle import resolve_model_version

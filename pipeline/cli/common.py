@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from pipeline.context import Context, open_context
-from pipeline.db.faults import describe, is_database_fault
 from pipeline.errors import GeoAuditError
-from pipeline.logs import configure_logging
 from pipeline.redact import redact
-from pipeline.settings import load_settings
+
+if TYPE_CHECKING:
+    from pipeline.context import Context
+
+# Commands import what they use when they run: ``--help`` and the light commands start
+# without SQLAlchemy, the data frames or the model (``tests/cli_process.py`` checks it).
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -48,7 +50,11 @@ def guarded(func: F) -> F:
             return func(*args, **kwargs)
         except GeoAuditError as exc:
             fail(exc)
-        except (DBAPIError, DisconnectionError) as exc:
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            from pipeline.db.faults import describe, is_database_fault
+
             if not is_database_fault(exc):
                 raise
             fail(describe(exc, _database_url()))
@@ -62,7 +68,16 @@ def fail(exc: GeoAuditError) -> NoReturn:
     raise typer.Exit(code=int(exc.exit_code)) from exc
 
 
+def _is_database_error(exc: Exception) -> bool:
+    """A SQLAlchemy connection-level error (DBAPI or disconnection). When SQLAlchemy was
+    never imported, no database was touched and nothing can be one."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, (sa_exc.DBAPIError, sa_exc.DisconnectionError))
+
+
 def _database_url() -> str | None:
+    from pipeline.settings import load_settings
+
     try:
         return load_settings().resolved_database_url
     except Exception:  # settings themselves broken: name no database
@@ -73,6 +88,10 @@ def context(progress: bool = True) -> Context:
     """Settings → logging → database + artifact store, ready for a command. Progress goes
     to stderr: a bar on a terminal, a line every few seconds in a log or a pipe
     (:mod:`pipeline.progress`)."""
+    from pipeline.context import open_context
+    from pipeline.logs import configure_logging
+    from pipeline.settings import load_settings
+
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return open_context(settings, progress=progress)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from pipeline.cli.common import AoiName, JsonFlag, console, context, guarded, print_json
 
@@ -19,6 +18,8 @@ OptionalStep = Annotated[
 @guarded
 def changes(aoi: AoiName, step: OptionalStep = None, as_json: JsonFlag = False) -> None:
     """Changes found between the previous time step and ``--step``."""
+    from sqlalchemy.orm import Session
+
     from pipeline.db import repo
     from pipeline.results.report import run_for_step
 

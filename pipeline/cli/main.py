@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import typer
 
 from pipeline.cli import (
@@ -29,6 +27,8 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
+        from importlib import metadata
+
         typer.echo(f"geoaudit {metadata.version('geoaudit')}")
         raise typer.Exit()
 

@@ -7,11 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from pipeline.cli.common import JsonFlag, console, context, guarded, print_json
-from pipeline.db import repo
-from pipeline.db.engine import write_session
 
 app = typer.Typer(help="Model registry: versions, promotion, export.", no_args_is_help=True)
 
@@ -23,6 +20,10 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List model versions with their stage and validation IoU."""
+    from sqlalchemy.orm import Session
+
+    from pipeline.db import repo
+
     ctx = context(progress=False)
     with Session(ctx.engine) as s:
         rows = [
@@ -62,6 +63,9 @@ def promote(
     as_json: JsonFlag = False,
 ) -> None:
     """Make a model version the production model of its name (the old one is archived)."""
+    from pipeline.db import repo
+    from pipeline.db.engine import write_session
+
     ctx = context(progress=False)
     with write_session(ctx.engine) as s:
         mv = repo.promote(s, model_version)
@@ -84,15 +88,17 @@ def export(
 ) -> None:
     """Export a model version to ONNX for serving elsewhere (a version trained in folds:
     the mean of its fold models)."""
+    from sqlalchemy.orm import Session
+
+    from pipeline.db import repo
     from pipeline.model.export import export_onnx, servable
+    from pipeline.model.net import ModelSpec
     from pipeline.run.predict import load_model_version
 
     ctx = context(progress=False)
     with Session(ctx.engine) as s:
         mv = repo.get_model_version(s, model_version)
         spec_params = (mv.params or {}).get("spec", {})
-    from pipeline.model.net import ModelSpec
-
     spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_params.items()})
     model = servable(load_model_version(ctx, model_version).models)
     path = export_onnx(model, spec, out)
