@@ -8,9 +8,9 @@ Takes the AOI's latest succeeded run: its imagery shards, its model version (a f
 or one model) and the labels of its open data. Each variant predicts every shard with
 :func:`pipeline.model.predict.predict_fold_set` (what the shard stage calls):
 
-* ``per tile, onnx``: a 320 px window per 256 px tile (32 px of context), run by
-  ONNX Runtime (the audit path now);
-* ``per tile, torch``: the same windows run by PyTorch (the audit path before);
+* ``per tile, torch``: a 320 px window per 256 px tile (32 px of context), run by
+  PyTorch (the audit path: ``GEOAUDIT_RUNTIME`` auto or torch);
+* ``per tile, onnx``: the same windows run by ONNX Runtime (``GEOAUDIT_RUNTIME=onnx``);
 * ``regions, onnx`` / ``regions, torch``: the tiles of one fold model in rectangles of
   up to 4 x 4 tiles, one window each with 32 px of context (``region_side=4``);
 * ``sliding, onnx`` / ``sliding, torch``: :func:`predict_mosaic`, 256 px windows with
@@ -18,7 +18,8 @@ or one model) and the labels of its open data. Each variant predicts every shard
 
 Variants alternate within each repeat. Prints the median tiles/s of each, the pixel
 IoU of its masks (probability >= 0.5) against the open data over the valid pixels,
-and, last, the speed ratio of the audit path now over the way it predicted before.
+and, last, the fastest variant that loses at most 0.01 IoU against the audit path, with its
+speed ratio over the audit path.
 Run ``make demo`` first for the default home.
 """
 
@@ -87,7 +88,7 @@ def main() -> None:
 
     if folds.k == 1:
         variants = {"sliding, onnx": sliding(onnx), "sliding, torch": sliding(folds)}
-        now, before = "sliding, onnx", "sliding, torch"
+        audit_path = "sliding, torch"
     else:
         variants = {
             "per tile, onnx": fold_set(onnx, 1),
@@ -95,7 +96,7 @@ def main() -> None:
             "regions, onnx": fold_set(onnx, 4),
             "regions, torch": fold_set(folds, 4),
         }
-        now, before = "per tile, onnx", "per tile, torch"
+        audit_path = "per tile, torch"
     print(
         f"{args.aoi} run {run.id}: {len(shards)} shards, {n_tiles} tiles of 256 px, "
         f"model version {inputs.model_version_id} ({folds.k} fold model(s)), "
@@ -121,8 +122,13 @@ def main() -> None:
     for name in variants:
         rate = n_tiles / statistics.median(seconds[name])
         print(f"  {name:16s} {rate:7.1f} tiles/s   IoU {iou[name]:.4f}")
-    ratio = statistics.median(seconds[before]) / statistics.median(seconds[now])
-    print(f"{now} vs {before}: {ratio:.2f}x the tiles/s, IoU {iou[now] - iou[before]:+.4f}")
+    close = [n for n in variants if iou[n] >= iou[audit_path] - 0.01]
+    fastest = min(close, key=lambda n: statistics.median(seconds[n]))
+    ratio = statistics.median(seconds[audit_path]) / statistics.median(seconds[fastest])
+    print(
+        f"fastest losing at most 0.01 IoU against the audit path ({audit_path}): {fastest}, "
+        f"{ratio:.2f}x the tiles/s, IoU {iou[fastest] - iou[audit_path]:+.4f}"
+    )
 
 
 if __name__ == "__main__":
