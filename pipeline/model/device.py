@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from torch import nn
 
 from pipeline.errors import ModelError
 
@@ -63,6 +66,68 @@ def memory_format(device: torch.device | str) -> torch.memory_format:
     for the default spec on 2 cores (``bench/model_speed.py``); values are unchanged."""
     torch.device(device)  # validates the argument
     return torch.channels_last
+
+
+#: windows per forward pass on the CPU: 2 cores gain nothing from larger batches
+CPU_BATCH = 8
+
+
+def batch_from_memory(
+    free_bytes: int, bytes_per_window: int, *, headroom: float = 0.5, cap: int = 64
+) -> int:
+    """Windows per forward pass that fit in ``headroom`` of ``free_bytes`` when one window
+    needs ``bytes_per_window`` at its peak: ``clamp(free * headroom // per_window, 1, cap)``."""
+    if bytes_per_window <= 0:
+        return cap
+    return max(1, min(cap, int(free_bytes * headroom) // bytes_per_window))
+
+
+_measured_batches: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, str], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def windows_per_batch(model: nn.Module, window: int, device: torch.device | str) -> int:
+    """Batch size for ``window`` px windows: :data:`CPU_BATCH` on the CPU; on a CUDA
+    device as many as fit in half its free memory, one window's peak measured once per
+    model and window size by a probe forward pass (bf16 autocast, channels_last, as
+    prediction runs)."""
+    if not is_cuda(device):
+        return CPU_BATCH
+    device = torch.device(device)
+    known = _measured_batches.setdefault(model, {})
+    if (window, str(device)) not in known:
+        known[window, str(device)] = _probe_batch(model, window, device)
+    return known[window, str(device)]
+
+
+def _probe_batch(model: nn.Module, window: int, device: torch.device) -> int:
+    """One window's peak CUDA memory over a forward pass, turned into a batch size."""
+    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    probe = torch.zeros(1, channels, window, window, device=device)
+    with torch.inference_mode(), autocast(device):
+        model(probe.contiguous(memory_format=memory_format(device)))
+    torch.cuda.synchronize(device)
+    per_window = torch.cuda.max_memory_allocated(device) - before
+    free, _ = torch.cuda.mem_get_info(device)
+    batch = batch_from_memory(free, per_window)
+    log.debug(
+        "%d windows of %d px per batch on %s (%d bytes each)", batch, window, device, per_window
+    )
+    return batch
+
+
+def to_device_input(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``(N, C, H, W)`` uint8 windows as the network's float32 input on ``device``,
+    channels_last. To a CUDA device the bytes go as uint8 (a quarter of float32) from
+    pinned memory without blocking, and become floats there."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if is_cuda(device):
+        x = x.pin_memory().to(device, non_blocking=True)
+    return x.float().contiguous(memory_format=memory_format(device))
 
 
 def repeatable(threads: int = 2) -> None:

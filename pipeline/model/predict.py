@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ImageryError, ModelError
-from pipeline.model.dataset import to_model_input
-from pipeline.model.device import autocast, memory_format
+from pipeline.model.device import autocast, to_device_input, windows_per_batch
 from pipeline.model.folds import FoldSet
 from pipeline.tiles import TILE_SIZE, Shard, block_of, shard_tiles
 
@@ -63,8 +62,7 @@ def _probabilities(model: nn.Module, images: np.ndarray, device: torch.device) -
     ph, pw = -h % s, -w % s
     if ph or pw:
         images = np.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
-    x = to_model_input(images).to(device, non_blocking=True)
-    x = x.contiguous(memory_format=memory_format(device))
+    x = to_device_input(images, device)
     with autocast(device):
         logits = model(x)
     return torch.sigmoid(logits.float())[:, 0, :h, :w].cpu().numpy()
@@ -87,13 +85,14 @@ def predict_mosaic(
     valid: np.ndarray | None = None,
     window: int = 256,
     overlap: int = 32,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: torch.device,
 ) -> np.ndarray:
     """Building probability ``(H, W)`` float32 in [0, 1] for imagery ``(C, H, W)`` uint8.
 
     Windows of ``window`` px every ``window - overlap`` px (the last flush with the edge)
-    are predicted ``batch_size`` at a time and blended with :func:`blend_weights`, so
+    are predicted ``batch_size`` at a time (default :func:`windows_per_batch`: 8 on the
+    CPU, what fits in free memory on CUDA) and blended with :func:`blend_weights`, so
     objects on window seams are whole; windows without any valid pixel are skipped and
     pixels outside ``valid`` are 0. Images smaller than a window are reflect-padded.
     ``model`` takes float 0..255 input (see :mod:`pipeline.model.net`) and is put in eval
@@ -110,7 +109,7 @@ def predict_mosaic(
         raise ModelError(f"predict_mosaic: window {window} must be a multiple of {s}")
     if not 0 <= overlap < window:
         raise ModelError(f"predict_mosaic: overlap {overlap} must be in [0, window={window})")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ModelError(f"predict_mosaic: batch_size {batch_size} must be >= 1")
 
     ph, pw = max(window - h, 0), max(window - w, 0)
@@ -127,6 +126,7 @@ def predict_mosaic(
     ]
     model.to(device)
     with eval_mode(model):
+        batch_size = batch_size or windows_per_batch(model, window, device)
         for i in range(0, len(boxes), batch_size):
             chunk = boxes[i : i + batch_size]
             batch = np.stack([img[:, y : y + window, x : x + window] for y, x in chunk])
@@ -178,7 +178,7 @@ def predict_tiles(
     *,
     tile: int = 256,
     margin: int = 32,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     max_side: int = 4,
     device: torch.device,
 ) -> np.ndarray:
@@ -190,7 +190,7 @@ def predict_tiles(
     is kept. Every pixel gets at least ``margin`` px of context, nothing is blended, and
     only the margins are predicted twice: a whole 4 x 4 shard costs 1.13 times its
     pixels, where one window per tile costs 1.56 times. Regions of one size go
-    ``batch_size`` windows at a time.
+    ``batch_size`` windows at a time (default :func:`windows_per_batch` for that size).
     """
     c, h, w = image.shape
     s = _stride(model)
@@ -207,8 +207,10 @@ def predict_tiles(
     model.to(device)
     with eval_mode(model):
         for (rows, cols), regions in sorted(by_size.items()):
-            for i in range(0, len(regions), batch_size):
-                chunk = regions[i : i + batch_size]
+            size = max(rows, cols) * tile + 2 * margin
+            per_batch = batch_size or windows_per_batch(model, size, device)
+            for i in range(0, len(regions), per_batch):
+                chunk = regions[i : i + per_batch]
                 batch = np.stack(
                     [
                         padded[
@@ -234,7 +236,7 @@ def predict_fold_set(
     *,
     valid: np.ndarray | None = None,
     margin: int = 32,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     region_side: int = 1,
     device: torch.device,
 ) -> np.ndarray:

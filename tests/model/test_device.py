@@ -5,12 +5,22 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline.cpu_kernels import CPU_KERNEL_CAPS
 from pipeline.errors import ModelError
-from pipeline.model.device import autocast, is_cuda, select_device
+from pipeline.model.dataset import to_model_input
+from pipeline.model.device import (
+    CPU_BATCH,
+    autocast,
+    batch_from_memory,
+    is_cuda,
+    select_device,
+    to_device_input,
+    windows_per_batch,
+)
 
 
 def test_cpu_and_auto():
@@ -59,3 +69,34 @@ def test_importing_pipeline_caps_torch_at_avx2_unless_the_user_says_otherwise():
     """Every x86-64 machine runs the same kernels (AVX-512 ones sum in another order)."""
     assert _capability({}) == "AVX2"
     assert _capability({"ATEN_CPU_CAPABILITY": "default"}) == "DEFAULT"
+
+
+def test_batch_from_memory_fills_the_headroom_within_bounds():
+    gib = 1 << 30
+    assert batch_from_memory(8 * gib, gib // 4) == 16  # half of 8 GiB in 256 MiB windows
+    assert batch_from_memory(8 * gib, gib // 4, headroom=0.25) == 8
+    assert batch_from_memory(100 * gib, 1 << 20) == 64  # capped
+    assert batch_from_memory(gib // 8, gib) == 1  # never less than one window
+    assert batch_from_memory(gib, 0, cap=32) == 32
+
+
+def test_on_the_cpu_a_batch_is_eight_windows_and_the_input_is_unchanged():
+    cpu = torch.device("cpu")
+    net = torch.nn.Conv2d(3, 1, 3)
+    assert windows_per_batch(net, 320, cpu) == CPU_BATCH == 8
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    x = to_device_input(images, cpu)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, to_model_input(images))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_batch_comes_from_free_memory_and_input_goes_as_bytes():
+    device = torch.device("cuda")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU()).to(device)
+    batch = windows_per_batch(net, 320, device)
+    free, _ = torch.cuda.mem_get_info(device)
+    assert 1 <= batch <= 64 and batch * 320 * 320 * 16 * 4 <= free
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    x = to_device_input(images, device)
+    assert x.device.type == "cuda" and torch.equal(x.cpu(), to_model_input(images))

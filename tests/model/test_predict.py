@@ -331,3 +331,15 @@ def test_a_one_fold_set_is_the_sliding_window_mosaic(cpu):
     tiled = predict_tiles(model, image, [(0, 0), (0, 1), (1, 0), (1, 1)], device=cpu)
     tiled[~valid] = 0
     assert not np.array_equal(got, tiled)
+
+
+def test_batch_size_changes_no_prediction(trained, town, cpu):
+    """The default batch (8 windows on the CPU, free memory on CUDA) and any other give
+    the same probabilities: windows are predicted independently in eval mode."""
+    image = town[0][0].image
+    default = predict_mosaic(trained.model, image, window=128, overlap=32, device=cpu)
+    for batch_size in (1, 3):
+        other = predict_mosaic(
+            trained.model, image, window=128, overlap=32, batch_size=batch_size, device=cpu
+        )
+        np.testing.assert_allclose(other, default, atol=1e-5)
