@@ -204,17 +204,22 @@ class LocalRunner:
         """Submit the input suites to the helper and fill the prediction cache until
         their answer is ready (the validate stage then takes it)."""
         from pipeline.run.inputs import load_run_inputs
-        from pipeline.run.predict import predict_ahead
+        from pipeline.run.predict import predict_ahead, shard_images_ahead
 
         self.gate.submit_inputs(plan.run_id)
         if self.gate.inputs_ready():
             return
         inputs = load_run_inputs(self.ctx, plan.run_id)
         seconds = 0.0
-        for shard_id in plan.shard_ids:
-            if self.gate.inputs_ready():
-                break
-            seconds += predict_ahead(self.ctx, inputs, shard_id)
+        images = shard_images_ahead(self.ctx, inputs, plan.shard_ids)
+        try:
+            for _ in plan.shard_ids:
+                if self.gate.inputs_ready():
+                    break
+                shard_id, image = next(images)
+                seconds += predict_ahead(self.ctx, inputs, shard_id, image)
+        finally:
+            images.close()
         if seconds:
             with write_session(self.ctx.engine) as s:
                 repo.add_stage_seconds(s, plan.run_id, {"predict": seconds})

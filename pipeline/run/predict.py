@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -23,11 +24,13 @@ from pipeline.context import Context
 from pipeline.db import repo
 from pipeline.db.engine import write_session
 from pipeline.errors import StoreError
+from pipeline.model.device import is_cuda
 from pipeline.model.folds import FoldSet
 from pipeline.mosaic import decode_prob, encode_prob, read_mosaic, write_mosaic
 from pipeline.progress import progress_bar
 from pipeline.run import layout
 from pipeline.run.inputs import RunInputs, ShardPixels, read_shard_image
+from pipeline.run.prefetch import loaded_ahead
 from pipeline.run.snapshots import ImagerySnapshot
 from pipeline.store import file_sha256
 from pipeline.tiles import Shard, parse_shard_id
@@ -190,15 +193,32 @@ def predict_run_shard(
     )
 
 
-def predict_ahead(ctx: Context, inputs: RunInputs, shard_id: str) -> float:
+def predict_ahead(
+    ctx: Context, inputs: RunInputs, shard_id: str, image: ShardPixels | None = None
+) -> float:
     """Fill the prediction cache for one shard of a run (no score, no row): work a runner
     can do while the run's inputs are validated. Seconds spent on inference (0 when the
     shard has no imagery or its prediction was cached)."""
     if shard_id not in inputs.imagery.shards:
         return 0.0
     t0 = time.perf_counter()
-    prediction = predict_run_shard(ctx, inputs, parse_shard_id(shard_id, inputs.aoi.work_zoom))
+    shard = parse_shard_id(shard_id, inputs.aoi.work_zoom)
+    prediction = predict_run_shard(ctx, inputs, shard, image)
     return time.perf_counter() - t0 if prediction.source == "model" else 0.0
+
+
+def shard_images_ahead(
+    ctx: Context, inputs: RunInputs, shard_ids: Sequence[str]
+) -> Generator[tuple[str, ShardPixels | None], None, None]:
+    """``(shard id, its imagery mosaic)`` of a run in order (None where it has no imagery);
+    on a GPU the next mosaic is read while the current one is predicted
+    (:func:`~pipeline.run.prefetch.loaded_ahead`)."""
+
+    def read(shard_id: str) -> ShardPixels | None:
+        ref = inputs.imagery.shards.get(shard_id)
+        return read_shard_image(ctx, ref) if ref is not None else None
+
+    return loaded_ahead(shard_ids, read, enabled=is_cuda(ctx.device))
 
 
 def predict_imagery(
@@ -212,14 +232,18 @@ def predict_imagery(
     """Predictions of every shard of an imagery snapshot, outside any run (``geoaudit
     predict``): cached ones are read, the others predicted and cached."""
     out: dict[str, Prediction] = {}
-    for shard_id, ref in progress_bar(
-        sorted(imagery.shards.items()), desc="predict", unit="shard", enabled=ctx.progress
+    shards = sorted(imagery.shards.items())
+    images = loaded_ahead(
+        shards, lambda item: read_shard_image(ctx, item[1]), enabled=is_cuda(ctx.device)
+    )
+    for (shard_id, ref), image in progress_bar(
+        images, total=len(shards), desc="predict", unit="shard", enabled=ctx.progress
     ):
         out[shard_id] = predict_shard(
             ctx,
             aoi=aoi.name,
             shard=parse_shard_id(shard_id, aoi.work_zoom),
-            image=read_shard_image(ctx, ref),
+            image=image,
             imagery_hash=ref.content_hash,
             model_version_id=model_version_id,
             repredict=repredict,
