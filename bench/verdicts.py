@@ -15,7 +15,7 @@ the AOI over the imagery with the corrupted open data, train its model
 * pixel IoU of the predictions against the uncorrupted footprints.
 
     python bench/verdicts.py [--areas lalitpur virac atlanta] [--seed 0] [--steps N]
-                             [--folds K] [--base] [--geometric]
+                             [--folds K] [--base] [--no-geometric]
 
 Threads are fixed (``--threads``, default 2) and seeds fixed, so the figures repeat on
 another machine of the same kind. Data: OpenAerialMap contributors (CC BY 4.0),
@@ -176,7 +176,10 @@ def main() -> None:
         "--base", action="store_true", help="start from a base model of the other areas"
     )
     parser.add_argument(
-        "--geometric", action="store_true", help="train with rotations and flips of the chips"
+        "--geometric",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rotations and flips of the training chips (the AOI default: on)",
     )
     parser.add_argument("--base-steps", type=int, default=1500, help="base model steps")
     parser.add_argument("--threads", type=int, default=2)

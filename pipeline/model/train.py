@@ -42,9 +42,10 @@ class TrainConfig:
     ``p = elapsed / time_budget``: linear warm-up from ``lr / 25`` to ``lr`` over
     ``p < warmup``, then cosine decay to ``lr * final_lr_ratio``.
     Defaults are tuned for ~2 CPU cores and ~2 minutes (see ``bench/model_speed.py``):
-    128 px chips x 16, lr 6e-3, gradient norm clipped at 1, colour jitter but no
-    rotations/flips (``geometric_augment``: turn on when training on scenes with different
-    sun directions), no weight averaging (``ema_decay``, e.g. 0.99, made no difference).
+    128 px chips x 16, lr 6e-3, gradient norm clipped at 1, colour jitter; rotations/flips
+    (``geometric_augment``) off here, on for an AOI by default (``model.train``: measured
+    better on real imagery; the synthetic sample town keeps them off), no weight
+    averaging (``ema_decay``, e.g. 0.99, made no difference).
     """
 
     chip_size: int = 128

@@ -40,6 +40,26 @@ def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     assert absolute.imagery.path == str(tmp_path.resolve() / "imagery/{step}.tif")
 
 
+def test_training_rotates_and_flips_chips_unless_the_aoi_says_no(tmp_path: Path) -> None:
+    """On by default (measured on real imagery); the synthetic sample town turns it off."""
+    from pipeline.sample import SampleInfo
+    from pipeline.sample.demo import sample_aoi_config
+
+    assert load_aoi(write(tmp_path, VALID)).model.train.geometric_augment is True
+    off = {**VALID, "model": {"train": {"geometric_augment": False}}}
+    assert load_aoi(write(tmp_path, off)).model.train.geometric_augment is False
+    info = SampleInfo(
+        root=tmp_path,
+        steps=("2025-06-01",),
+        imagery={},
+        opendata={},
+        truth=tmp_path / "truth.json",
+        bbox=(8.54, 47.36, 8.55, 47.37),
+        crs="EPSG:32632",
+    )
+    assert sample_aoi_config(info).model.train.geometric_augment is False
+
+
 @pytest.mark.parametrize(
     ("bbox", "thresholds", "zoom"),
     [
