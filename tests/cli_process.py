@@ -28,9 +28,7 @@ class CliRun:
     imported: list[str]
 
 
-def run_cli(
-    settings: Settings, *args: str, libraries: tuple[str, ...] = HEAVY_LIBRARIES
-) -> CliRun:
+def run_cli(settings: Settings, *args: str, libraries: tuple[str, ...] = HEAVY_LIBRARIES) -> CliRun:
     """Run ``geoaudit ARGS`` in a new process with ``settings``' home, database, artifact
     store and AOI folder; report which of ``libraries`` it imported."""
     script = (
