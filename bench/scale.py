@@ -19,7 +19,6 @@ the audit's wall time and peak memory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import sys
@@ -31,8 +30,11 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "dags"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from deployment import tree_rss  # noqa: E402
 from pgdb import drop_database, new_database  # noqa: E402
 
 AOI = "scale-town"
@@ -43,9 +45,6 @@ class PeakMemory:
     thread); :meth:`window` returns the peak since the previous call."""
 
     def __init__(self, interval_s: float = 0.05) -> None:
-        import psutil
-
-        self._process = psutil.Process()
         self._interval_s = interval_s
         self._peak = 0
         self._overall = 0
@@ -61,25 +60,16 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
-    def _rss(self) -> int:
-        import psutil
-
-        total = 0
-        for proc in [self._process, *self._process.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):  # a child that ended meanwhile
-                total += proc.memory_info().rss
-        return total
-
     def _sample(self) -> None:
         while not self._stop.wait(self._interval_s):
-            rss = self._rss()
+            rss = tree_rss(os.getpid())
             with self._lock:
                 self._peak = max(self._peak, rss)
                 self._overall = max(self._overall, rss)
 
     def window(self) -> int:
         """Peak bytes since the last call (at least the current reading)."""
-        rss = self._rss()
+        rss = tree_rss(os.getpid())
         with self._lock:
             peak, self._peak = max(self._peak, rss), 0
             self._overall = max(self._overall, peak)

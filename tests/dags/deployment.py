@@ -272,13 +272,21 @@ class MemorySampler:
             self._stop.wait(self.every)
 
     def _tree_rss(self, psutil, name: str) -> int:  # noqa: ANN001
-        try:
-            root = psutil.Process(self.deployment.procs[name].pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                total += proc.memory_info().rss
-        return total
+        return tree_rss(self.deployment.procs[name].pid)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` and all its descendants (0 once it has ended;
+    a child that ends while being read counts 0)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += proc.memory_info().rss
+    return total
