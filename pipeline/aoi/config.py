@@ -157,7 +157,11 @@ class ModelSettings(BaseModel):
         "(a base model shared by AOIs); default: random initialisation.",
     )
     arch: str | None = None
-    encoder: str | None = None
+    encoder: str | None = Field(
+        None,
+        description="Encoder of the network (an smp name or 'tu-<timm name>'); default: "
+        "MobileNetV3-small. tu-tf_efficientnet_lite0 starts from ImageNet weights.",
+    )
     train: TrainSettings = Field(default_factory=TrainSettings)
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.model.pretrained import to_encoder_names
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,20 @@ def _encoder_known(name: str) -> bool:
     return name in smp.encoders.encoders
 
 
+def input_statistics(spec: ModelSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel ``(mean, std)`` in 0..255 units that the network normalises by: those
+    its encoder's pretrained weights were trained with (timm's ``pretrained_cfg`` for a
+    ``tu-`` encoder, ImageNet's otherwise); a neutral centring for other band counts."""
+    c = spec.in_channels
+    if c != 3:
+        return (127.5,) * c, (64.0,) * c
+    if spec.encoder.startswith("tu-"):
+        cfg = timm.get_pretrained_cfg(spec.encoder[3:].split(".")[0])
+        if cfg is not None and len(cfg.mean) == 3 and len(cfg.std) == 3:
+            return tuple(m * 255 for m in cfg.mean), tuple(s * 255 for s in cfg.std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 class GeoAuditNet(nn.Module):
     """Normalisation + an smp segmentation model; raw 0..255 imagery in, logits out."""
 
@@ -121,8 +136,7 @@ class GeoAuditNet(nn.Module):
         self.output_stride = spec.output_stride
         self.net = net
         c = spec.in_channels
-        mean = IMAGENET_MEAN if c == 3 else (127.5,) * c
-        std = IMAGENET_STD if c == 3 else (64.0,) * c
+        mean, std = input_statistics(spec)
         self.register_buffer("mean", torch.tensor(mean).view(1, c, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, c, 1, 1), persistent=False)
 
@@ -221,8 +235,10 @@ def _load_encoder_weights(model: GeoAuditNet, spec: ModelSpec, path: Path) -> No
     """Load an encoder state dict, accepting the usual key prefixes.
 
     Keys may be bare (torchvision/timm checkpoint), or carry ``encoder.`` / ``net.encoder.``;
-    a timm checkpoint for a ``tu-`` encoder gets ``model.`` added. Every encoder key must be
-    present with the right shape; extra keys (classifier heads, later stages) are ignored.
+    a timm checkpoint for a ``tu-`` encoder gets ``model.`` added; an EfficientNet-PyTorch
+    checkpoint of a packaged encoder is renamed first (:mod:`pipeline.model.pretrained`).
+    Every encoder key must be present with the right shape; extra keys (classifier heads,
+    later stages) are ignored.
     """
     if not path.is_file():
         raise ModelError(f"{path}: encoder weights file does not exist")
@@ -241,6 +257,7 @@ def _load_encoder_weights(model: GeoAuditNet, spec: ModelSpec, path: Path) -> No
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ModelError(f"{path}: not an encoder state dict (expected a dict name -> tensor)")
+    state = to_encoder_names(state, spec.encoder, path)
 
     target = model.encoder.state_dict()
     best: dict[str, torch.Tensor] = {}

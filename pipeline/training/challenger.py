@@ -258,10 +258,13 @@ def _initial_models(
     ctx: Context, config: AoiConfig, spec: Any, plan: FoldPlan, champion: FoldSet | None
 ) -> list[Any]:
     """Each fold's starting network: the champion's fold (warm start), the base model,
-    or fresh pretrained/random weights (None: the training loop builds it from its seed)."""
+    or fresh pretrained weights (``GEOAUDIT_ENCODER_WEIGHTS``, else those a package ships
+    for the encoder, else the hub when allowed), else random (None: the training loop
+    builds it from its seed)."""
     import torch
 
     from pipeline.model.net import build_model
+    from pipeline.model.pretrained import packaged_weights
 
     if champion is not None:
         return [copy.deepcopy(m) for m in champion.models]
@@ -276,11 +279,10 @@ def _initial_models(
             base_id = base.id
         base_model = load_model_version(ctx, base_id).models[0]
         return [copy.deepcopy(base_model) for _ in range(plan.k)]
-    if ctx.settings.encoder_weights or ctx.settings.allow_hub:
+    weights = ctx.settings.encoder_weights or packaged_weights(spec.encoder)
+    if weights or ctx.settings.allow_hub:
         torch.manual_seed(config.model.train.seed)
-        model = build_model(
-            spec, encoder_weights=ctx.settings.encoder_weights, allow_hub=ctx.settings.allow_hub
-        )
+        model = build_model(spec, encoder_weights=weights, allow_hub=ctx.settings.allow_hub)
         return [copy.deepcopy(model) for _ in range(plan.k)]
     return [None] * plan.k
 

@@ -237,6 +237,26 @@ def test_warm_start_of_a_one_fold_model_from_a_fold_set_is_refused(ctx, always):
         train_aoi_model(ctx, name, [STEP], promote="never", warm_start=True)
 
 
+def test_an_encoder_with_packaged_weights_trains_from_them(ctx):
+    """An AOI that names EfficientNet-Lite0 starts every fold model from the ImageNet
+    weights its package ships; a few warm-up steps leave them nearly where they were."""
+    from pipeline.model.pretrained import packaged_weights
+
+    name = "lal-lite0"
+    encoder = "tu-tf_efficientnet_lite0"
+    model = {"name": name, "encoder": encoder, "train": TRAIN}
+    register_aoi(ctx, lalitpur_config(name, model=model))
+    outcome = train_aoi_model(ctx, name, [STEP], promote="never")
+    imagenet = torch.load(packaged_weights(encoder), weights_only=True)["_conv_stem.weight"]
+    folds = load_model_version(ctx, outcome.model_version_id)
+    assert folds.models[0].spec.encoder == encoder and len(folds.models) == 2
+    for model in folds.models:
+        stem = model.encoder.state_dict()["model.conv_stem.weight"]
+        similarity = torch.nn.functional.cosine_similarity(stem.flatten(), imagenet.flatten(), 0)
+        assert similarity > 0.99
+        assert not torch.equal(stem, imagenet)  # trained, not merely loaded
+
+
 # --- agreement with reviewers ---------------------------------------------------------------
 
 
