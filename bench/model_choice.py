@@ -31,6 +31,10 @@ CANDIDATES = {
     "resnet18": {"encoder": "resnet18", "decoder_channels": (128, 64, 32, 16)},
     "resnet34": {"encoder": "resnet34", "decoder_channels": (128, 64, 32, 16)},
     "effnet-b0": {"encoder": "tu-efficientnet_b0", "decoder_channels": (64, 32, 16, 16)},
+    # what an AOI with `model.encoder: tu-tf_efficientnet_lite0` trains: random init, and
+    # from the ImageNet weights its package ships (pipeline/model/pretrained.py)
+    "lite0": {"encoder": "tu-tf_efficientnet_lite0"},
+    "lite0-imagenet": {"encoder": "tu-tf_efficientnet_lite0", "pretrained": True},
     "resnet18-d5": {
         "encoder": "resnet18",
         "encoder_depth": 5,
@@ -88,8 +92,9 @@ def run(
 
     from pipeline.model.dataset import TrainingSample
     from pipeline.model.folds import plan_folds
-    from pipeline.model.net import ModelSpec
+    from pipeline.model.net import ModelSpec, build_model
     from pipeline.model.predict import predict_mosaic
+    from pipeline.model.pretrained import packaged_weights
     from pipeline.model.train import TrainConfig, evaluate_counts, iou_of, train_model
     from pipeline.tiles import TILE_SIZE, block_of
 
@@ -113,12 +118,18 @@ def run(
                 keep[sl] = valid[sl]
         if keep.any():
             train.append(TrainingSample(image, labels, keep))
-    spec = dataclasses.replace(ModelSpec(), **CANDIDATES[model_name])
+    candidate = dict(CANDIDATES[model_name])
+    pretrained = candidate.pop("pretrained", False)
+    spec = dataclasses.replace(ModelSpec(), **candidate)
+    init = None
+    if pretrained:  # as an AOI's training starts (pipeline.training.challenger)
+        torch.manual_seed(0)
+        init = build_model(spec, encoder_weights=packaged_weights(spec.encoder))
     config = TrainConfig(
         max_steps=steps, max_seconds=None if steps else seconds, val_every=0, **train_overrides
     )
     t0 = time.perf_counter()
-    result = train_model(train, [], spec, config, device=device)
+    result = train_model(train, [], spec, config, device=device, init_from=init)
     train_s = time.perf_counter() - t0
     iou = iou_of(evaluate_counts(result.model, val, device=device))
     t0 = time.perf_counter()

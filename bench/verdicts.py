@@ -15,7 +15,7 @@ the AOI over the imagery with the corrupted open data, train its model
 * pixel IoU of the predictions against the uncorrupted footprints.
 
     python bench/verdicts.py [--areas lalitpur virac atlanta] [--seed 0] [--steps N]
-                             [--folds K] [--base] [--no-geometric]
+                             [--folds K] [--base] [--no-geometric] [--encoder NAME]
 
 Threads are fixed (``--threads``, default 2) and seeds fixed, so the figures repeat on
 another machine of the same kind. Data: OpenAerialMap contributors (CC BY 4.0),
@@ -118,7 +118,10 @@ def register_area(ctx: Any, name: str, area: Area, args: argparse.Namespace) -> 
                 "imagery": area.imagery,
                 "opendata": {"kind": "vector", "path": str(corrupted), "id_field": "feature_id"},
                 "steps": [STEP],
-                "model": {"train": {"folds": args.folds, "geometric_augment": args.geometric}},
+                "model": {
+                    "encoder": args.encoder,
+                    "train": {"folds": args.folds, "geometric_augment": args.geometric},
+                },
             }
         ),
     )
@@ -180,6 +183,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="rotations and flips of the training chips (the AOI default: on)",
+    )
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="the AOI's model.encoder (e.g. tu-tf_efficientnet_lite0: from packaged ImageNet "
+        "weights); default: the AOI default",
     )
     parser.add_argument("--base-steps", type=int, default=1500, help="base model steps")
     parser.add_argument("--threads", type=int, default=2)
