@@ -18,7 +18,9 @@ import argparse
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "dags"))
@@ -27,6 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from deployment import Api, Deployment, airflow_env, free_port, migrate  # noqa: E402
 from pgdb import new_database  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
+
+from pipeline.db import repo  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +54,6 @@ def main() -> None:
 
     from pipeline.aoi.registry import register_aoi
     from pipeline.context import open_context
-    from pipeline.db import repo
     from pipeline.sample.demo import create_sample_aoi
     from pipeline.settings import Settings
     from pipeline.training.challenger import train_aoi_model
@@ -71,56 +74,92 @@ def main() -> None:
     runs = [(e, z, i) for e in args.executors for z in args.shard_zooms for i in args.idle_sleeps]
     for executor, zoom, idle in runs:
         cfg = register_aoi(ctx, config.model_copy(update={"shard_zoom": zoom, "schedule": None}))
-        n_shards = len(cfg.shards())
-        port = free_port()
-        home = work / f"airflow-{executor}-{zoom}-{idle}"
-        home.mkdir()
-        env = airflow_env(
-            airflow_home=home,
-            meta_url=new_database(postgis=False),
-            port=port,
-            executor=executor,
-            password="bench",
-            geoaudit_home=work / "home",
-            geoaudit_url=geo_url,
-            broker_url="redis://127.0.0.1:6379/12" if executor == "CeleryExecutor" else None,
+        timed = timed_dag_run(
+            ctx, work, geo_url, cfg.name, step, executor=executor, idle_s=idle, tag=f"z{zoom}"
         )
-        env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(idle)
-        migrate(env)
-        dep = Deployment(env, home)
-        try:
-            for name in ("api-server", "scheduler", "dag-processor"):
-                dep.start(name, name)
-            if executor == "CeleryExecutor":
-                for name in ("worker-1", "worker-2"):
-                    dep.start(
-                        name,
-                        *("celery", "worker", "--queues", "default", "--concurrency", "1"),
-                        *("--celery-hostname", f"{name}@%h"),
-                        GEOAUDIT_TEST_WORKER=name,
-                        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-                    )
-            api = Api(f"http://127.0.0.1:{port}", "bench", dep)
-            run_id = f"bench-{executor}-{zoom}-{idle}"
-            state, wall, tis = api.trigger_and_wait(
-                f"audit__{config.name}",
-                run_id,
-                {"step": step, "force": True, "repredict": True},
-            )
-        finally:
-            dep.stop()
-        with Session(ctx.engine) as s:
-            run = repo.run_by_external_id(s, run_id)
-            stages = sum(float(v["seconds"]) for v in (run.stage_seconds or {}).values())
-        share = (wall - stages) / wall
         # time inside task instances, and what each task costs beyond engine work
-        task_s = sum(float(ti.get("duration") or 0.0) for ti in tis)
-        ran = [ti for ti in tis if ti.get("duration")]
-        per_task = (task_s - stages) / max(len(ran), 1)
+        per_task = (timed.task_s - timed.stages_s) / max(timed.tasks, 1)
         print(
-            f"{executor:<16}{idle:>7.1f}{zoom:>8}{n_shards:>8}{wall:>8.1f}{stages:>10.1f}"
-            f"{share:>10.0%}{task_s:>9.1f}{per_task:>9.1f}s  ({state})"
+            f"{executor:<16}{idle:>7.1f}{zoom:>8}{len(cfg.shards()):>8}{timed.wall_s:>8.1f}"
+            f"{timed.stages_s:>10.1f}{timed.overhead:>10.0%}{timed.task_s:>9.1f}"
+            f"{per_task:>9.1f}s  ({timed.state})"
         )
+
+
+@dataclass(frozen=True)
+class TimedDagRun:
+    """One ``audit__<aoi>`` run through a real deployment: its wall time, the stage
+    seconds the engine recorded on the run, and the time inside task instances."""
+
+    state: str
+    wall_s: float
+    stages_s: float
+    task_s: float
+    tasks: int
+
+    @property
+    def overhead(self) -> float:
+        """Share of the run's wall time outside the engine's stages."""
+        return (self.wall_s - self.stages_s) / self.wall_s
+
+
+def timed_dag_run(
+    ctx: Any,
+    work: Path,
+    geo_url: str,
+    aoi: str,
+    step: str,
+    *,
+    executor: str = "LocalExecutor",
+    idle_s: float = 0.1,
+    timeout_s: float = 900,
+    tag: str = "",
+) -> TimedDagRun:
+    """Start a deployment on loopback (api-server, scheduler, dag-processor; two Celery
+    workers with ``CeleryExecutor``) over the GeoAudit home ``work / "home"``, trigger
+    ``audit__<aoi>`` with ``force`` and ``repredict`` for ``step``, wait for its end and
+    stop the deployment. ``tag`` tells apart runs of the same AOI, executor and idle time."""
+    port = free_port()
+    label = f"{aoi}-{executor}-{idle_s}{tag}"
+    home = work / f"airflow-{label}"
+    home.mkdir()
+    env = airflow_env(
+        airflow_home=home,
+        meta_url=new_database(postgis=False),
+        port=port,
+        executor=executor,
+        password="bench",
+        geoaudit_home=work / "home",
+        geoaudit_url=geo_url,
+        broker_url="redis://127.0.0.1:6379/12" if executor == "CeleryExecutor" else None,
+    )
+    env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(idle_s)
+    migrate(env)
+    dep = Deployment(env, home)
+    run_id = f"bench-{label}"
+    try:
+        for name in ("api-server", "scheduler", "dag-processor"):
+            dep.start(name, name)
+        if executor == "CeleryExecutor":
+            for name in ("worker-1", "worker-2"):
+                dep.start(
+                    name,
+                    *("celery", "worker", "--queues", "default", "--concurrency", "1"),
+                    *("--celery-hostname", f"{name}@%h"),
+                    GEOAUDIT_TEST_WORKER=name,
+                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+                )
+        api = Api(f"http://127.0.0.1:{port}", "bench", dep)
+        state, wall, tis = api.trigger_and_wait(
+            f"audit__{aoi}", run_id, {"step": step, "force": True, "repredict": True}, timeout_s
+        )
+    finally:
+        dep.stop()
+    with Session(ctx.engine) as s:
+        run = repo.run_by_external_id(s, run_id)
+        stages = sum(float(v["seconds"]) for v in (run.stage_seconds or {}).values())
+    ran = [ti for ti in tis if ti.get("duration")]
+    return TimedDagRun(state, wall, stages, sum(float(ti["duration"]) for ti in ran), len(ran))
 
 
 if __name__ == "__main__":

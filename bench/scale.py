@@ -9,11 +9,17 @@ measures speed, not verdicts), then the first step is audited in this process by
 audit's own runner, each stage timed and the peak resident memory of the whole process
 tree (the validation helper included) sampled every 50 ms while the stage runs::
 
-    .venv/bin/python bench/scale.py [--town-m 2000] [--grid 5] [--train-steps 400]
+    .venv/bin/python bench/scale.py [--town-m 2000] [--grid 5] [--train-steps 400] [--airflow]
+
+With ``--airflow`` the same AOI is then audited again (``force``, ``repredict``: every
+shard predicted again) through a real Airflow deployment on loopback
+(``bench/airflow_overhead.py``'s: api-server, scheduler, dag-processor, LocalExecutor;
+one task per shard), and its wall time, the stage time the engine recorded and the
+orchestration overhead are printed last.
 
 Needs PostgreSQL with PostGIS (``GEOAUDIT_TEST_PG_URL``, default postgres@127.0.0.1):
-the audit writes to a new database, dropped at the end. Threads: 2. The last line is
-the audit's wall time and peak memory.
+the audit writes to a new database, dropped at the end. Threads: 2. The audit's wall time and
+peak memory come last (before the Airflow line).
 """
 
 from __future__ import annotations
@@ -143,6 +149,7 @@ def tiled_area(work: Path, town_m: float, grid: int, seed: int) -> dict[str, Any
             "id_field": "id",
         },
         "steps": [step],
+        "schedule": None,  # audited when the bench says, by hand or trigger
         "model": {"train": {"folds": 1, "geometric_augment": False}},
     }
 
@@ -167,6 +174,11 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=5, help="towns per side")
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--airflow",
+        action="store_true",
+        help="then audit the same AOI again through a real Airflow deployment (LocalExecutor)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -241,6 +253,16 @@ def main() -> None:
             f"audit of {config.area_km2():.1f} km²: {wall:.0f} s wall "
             f"({wall / config.area_km2():.2f} s per km²), peak {memory.overall / 2**20:.0f} MB"
         )
+        if args.airflow:
+            from airflow_overhead import timed_dag_run
+
+            timed = timed_dag_run(ctx, work, url, AOI, step, timeout_s=3 * 3600)
+            print(
+                f"through Airflow (LocalExecutor, {timed.tasks} tasks, every shard predicted "
+                f"again): {timed.wall_s:.0f} s wall ({timed.state}), stages {timed.stages_s:.0f} "
+                f"s, overhead {timed.overhead:.0%} of the run, {timed.wall_s / wall:.2f}x the "
+                "audit in one process"
+            )
     finally:
         drop_database(url)
 
