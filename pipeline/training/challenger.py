@@ -126,6 +126,11 @@ def train_aoi_model(
     champion = load_model_version(ctx, champion_id) if champion_id else None
 
     k = config.model.train.folds
+    if warm_start and champion is not None and champion.models[0].spec != spec:
+        raise ConfigError(
+            f"AOI {config.name!r}: a warm start needs a champion of the same network "
+            f"({champion.models[0].spec.encoder} vs {spec.encoder}); train without --warm-start"
+        )
     if warm_start and champion is not None and champion.k != k:
         raise ConfigError(
             f"AOI {config.name!r}: a warm start needs a champion with the same folds "

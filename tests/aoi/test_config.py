@@ -60,6 +60,28 @@ def test_training_rotates_and_flips_chips_unless_the_aoi_says_no(tmp_path: Path)
     assert sample_aoi_config(info).model.train.geometric_augment is False
 
 
+def test_an_aoi_trains_the_pretrained_network_unless_it_names_one(tmp_path):
+    """EfficientNet-Lite0 from packaged ImageNet weights by default (measured on real
+    imagery); the synthetic sample town names the fast MobileNetV3 its figures were
+    measured with."""
+    from pipeline.sample import SampleInfo
+    from pipeline.sample.demo import sample_aoi_config
+
+    assert load_aoi(write(tmp_path, VALID)).model.encoder == "tu-tf_efficientnet_lite0"
+    named = {**VALID, "model": {"encoder": "resnet18"}}
+    assert load_aoi(write(tmp_path, named)).model.encoder == "resnet18"
+    info = SampleInfo(
+        root=tmp_path,
+        steps=("2025-06-01",),
+        imagery={},
+        opendata={},
+        truth=tmp_path / "truth.json",
+        bbox=(8.54, 47.36, 8.55, 47.37),
+        crs="EPSG:32632",
+    )
+    assert sample_aoi_config(info).model.encoder == "tu-mobilenetv3_small_100"
+
+
 @pytest.mark.parametrize(
     ("bbox", "thresholds", "zoom"),
     [
