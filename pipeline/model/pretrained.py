@@ -14,12 +14,15 @@ position and checks every shape (the two networks then give identical outputs; s
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,24 @@ _EFFICIENTNET_PYTORCH_STEM = "_conv_stem.weight"
 
 
 def packaged_weights(encoder: str) -> Path | None:
-    """The file of ``encoder``'s packaged pretrained weights, None when no installed
-    package ships them."""
+    """The file of ``encoder``'s packaged pretrained weights; None when no package ships
+    them, with a warning when one should but is not installed."""
     known = PACKAGED.get(encoder)
     if known is None:
         return None
     spec = importlib.util.find_spec(known.package)
-    if spec is None or not spec.submodule_search_locations:
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / known.file
+    if path is None or not path.is_file():
+        log.warning(
+            "encoder %s: its ImageNet weights (package %s) are not installed; it trains "
+            "from random init",
+            encoder,
+            known.package.replace("_", "-"),
+        )
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / known.file
-    return path if path.is_file() else None
+    return path
 
 
 def to_encoder_names(

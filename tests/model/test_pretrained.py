@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 import timm
@@ -26,6 +27,17 @@ def _package_state() -> dict[str, torch.Tensor]:
 def test_only_packaged_encoders_have_packaged_weights():
     assert packaged_weights(LITE0.encoder).is_file()
     assert packaged_weights(ModelSpec().encoder) is None
+
+
+def test_weights_whose_package_is_missing_are_reported(monkeypatch, caplog):
+    from pipeline.model import pretrained
+
+    missing = dataclasses.replace(PACKAGED[LITE0.encoder], package="no_such_weights_package")
+    monkeypatch.setitem(pretrained.PACKAGED, LITE0.encoder, missing)
+    with caplog.at_level(logging.WARNING, logger="pipeline.model.pretrained"):
+        assert packaged_weights(LITE0.encoder) is None
+    assert "package no-such-weights-package) are not installed" in caplog.text
+    assert "trains from random init" in caplog.text
 
 
 def test_renamed_weights_give_the_reference_networks_outputs():
