@@ -263,14 +263,8 @@ def _initial_models(
     ctx: Context, config: AoiConfig, spec: Any, plan: FoldPlan, champion: FoldSet | None
 ) -> list[Any]:
     """Each fold's starting network: the champion's fold (warm start), the base model,
-    or fresh pretrained weights (``GEOAUDIT_ENCODER_WEIGHTS``, else those a package ships
-    for the encoder, else the hub when allowed), else random (None: the training loop
-    builds it from its seed)."""
-    import torch
-
-    from pipeline.model.net import build_model
-    from pipeline.model.pretrained import packaged_weights
-
+    or fresh pretrained weights (:func:`_pretrained_start`), else random (None: the
+    training loop builds it from its seed)."""
     if champion is not None:
         return [copy.deepcopy(m) for m in champion.models]
     if config.model.base:
@@ -284,12 +278,24 @@ def _initial_models(
             base_id = base.id
         base_model = load_model_version(ctx, base_id).models[0]
         return [copy.deepcopy(base_model) for _ in range(plan.k)]
+    model = _pretrained_start(ctx, spec, config.model.train.seed)
+    return [copy.deepcopy(model) if model is not None else None for _ in range(plan.k)]
+
+
+def _pretrained_start(ctx: Context, spec: Any, seed: int) -> Any:
+    """A fresh network from pretrained encoder weights (``GEOAUDIT_ENCODER_WEIGHTS``, else
+    those a package ships for the encoder, else the hub when allowed); None when there
+    are none (the training loop then builds it from its seed)."""
+    import torch
+
+    from pipeline.model.net import build_model
+    from pipeline.model.pretrained import packaged_weights
+
     weights = ctx.settings.encoder_weights or packaged_weights(spec.encoder)
-    if weights or ctx.settings.allow_hub:
-        torch.manual_seed(config.model.train.seed)
-        model = build_model(spec, encoder_weights=weights, allow_hub=ctx.settings.allow_hub)
-        return [copy.deepcopy(model) for _ in range(plan.k)]
-    return [None] * plan.k
+    if not (weights or ctx.settings.allow_hub):
+        return None
+    torch.manual_seed(seed)
+    return build_model(spec, encoder_weights=weights, allow_hub=ctx.settings.allow_hub)
 
 
 def _oof_iou_of(folds: FoldSet, splits: list[TrainingSet], ctx: Context) -> float:
@@ -364,7 +370,13 @@ def train_base_model(
         val += one.val
     with tempfile.TemporaryDirectory(prefix="geoaudit-base-") as tmp:
         result = train_model(
-            train, val, spec, train_config, device=ctx.device, progress=ctx.progress
+            train,
+            val,
+            spec,
+            train_config,
+            device=ctx.device,
+            init_from=_pretrained_start(ctx, spec, train_config.seed),
+            progress=ctx.progress,
         )
         iou = iou_of(evaluate_counts(result.model, val, device=ctx.device))
         weights = Path(tmp) / "model.pt"

@@ -31,7 +31,12 @@ from pipeline.run.inputs import load_run_inputs, read_shard_image
 from pipeline.run.local import AuditResult, run_audit
 from pipeline.run.predict import load_model_version
 from pipeline.tiles import Tile, shard_of, shard_transform
-from pipeline.training.challenger import TrainOutcome, retrain, train_aoi_model
+from pipeline.training.challenger import (
+    TrainOutcome,
+    retrain,
+    train_aoi_model,
+    train_base_model,
+)
 from pipeline.training.promotion import Judged, agrees, decide
 from pipeline.training.reviewed import reviewer_agreement
 from pipeline.training.trainset import fold_splits, load_areas, validatable_tiles
@@ -254,24 +259,38 @@ def test_warm_start_from_a_champion_of_another_network_is_refused(ctx, always):
         train_aoi_model(ctx, name, [STEP], promote="never", warm_start=True)
 
 
+def _imagenet_similarity(model, encoder: str) -> float:
+    """Cosine similarity of a network's stem with the packaged ImageNet stem."""
+    from pipeline.model.pretrained import packaged_weights
+
+    imagenet = torch.load(packaged_weights(encoder), weights_only=True)["_conv_stem.weight"]
+    stem = model.encoder.state_dict()["model.conv_stem.weight"]
+    assert not torch.equal(stem, imagenet)  # trained, not merely loaded
+    return float(torch.nn.functional.cosine_similarity(stem.flatten(), imagenet.flatten(), 0))
+
+
+def test_a_base_model_starts_from_the_packaged_weights_too(ctx):
+    name = "lal-base-source"
+    register_aoi(ctx, lalitpur_config(name, model={"name": name, "train": TRAIN}))
+    out = train_base_model(ctx, [name], name="base-lite0", max_steps=2)
+    (base,) = load_model_version(ctx, out.model_version_id).models
+    assert base.spec.encoder == "tu-tf_efficientnet_lite0"
+    assert _imagenet_similarity(base, base.spec.encoder) > 0.99
+
+
 def test_an_encoder_with_packaged_weights_trains_from_them(ctx):
     """An AOI (by default EfficientNet-Lite0) starts every fold model from the ImageNet
     weights its package ships; a few warm-up steps leave them nearly where they were."""
-    from pipeline.model.pretrained import packaged_weights
 
     name = "lal-lite0"
     encoder = "tu-tf_efficientnet_lite0"
     model = {"name": name, "train": TRAIN}
     register_aoi(ctx, lalitpur_config(name, model=model))
     outcome = train_aoi_model(ctx, name, [STEP], promote="never")
-    imagenet = torch.load(packaged_weights(encoder), weights_only=True)["_conv_stem.weight"]
     folds = load_model_version(ctx, outcome.model_version_id)
     assert folds.models[0].spec.encoder == encoder and len(folds.models) == 2
     for model in folds.models:
-        stem = model.encoder.state_dict()["model.conv_stem.weight"]
-        similarity = torch.nn.functional.cosine_similarity(stem.flatten(), imagenet.flatten(), 0)
-        assert similarity > 0.99
-        assert not torch.equal(stem, imagenet)  # trained, not merely loaded
+        assert _imagenet_similarity(model, encoder) > 0.99
 
 
 # --- agreement with reviewers ---------------------------------------------------------------
