@@ -40,46 +40,39 @@ def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     assert absolute.imagery.path == str(tmp_path.resolve() / "imagery/{step}.tif")
 
 
-def test_training_rotates_and_flips_chips_unless_the_aoi_says_no(tmp_path: Path) -> None:
-    """On by default (measured on real imagery); the synthetic sample town turns it off."""
+def _sample_town_config(root: Path):
+    """The sample town's AOI settings (no files needed: only its model settings are read)."""
     from pipeline.sample import SampleInfo
     from pipeline.sample.demo import sample_aoi_config
 
-    assert load_aoi(write(tmp_path, VALID)).model.train.geometric_augment is True
-    off = {**VALID, "model": {"train": {"geometric_augment": False}}}
-    assert load_aoi(write(tmp_path, off)).model.train.geometric_augment is False
     info = SampleInfo(
-        root=tmp_path,
+        root=root,
         steps=("2025-06-01",),
         imagery={},
         opendata={},
-        truth=tmp_path / "truth.json",
+        truth=root / "truth.json",
         bbox=(8.54, 47.36, 8.55, 47.37),
         crs="EPSG:32632",
     )
-    assert sample_aoi_config(info).model.train.geometric_augment is False
+    return sample_aoi_config(info)
+
+
+def test_training_rotates_and_flips_chips_unless_the_aoi_says_no(tmp_path: Path) -> None:
+    """On by default (measured on real imagery); the synthetic sample town turns it off."""
+    assert load_aoi(write(tmp_path, VALID)).model.train.geometric_augment is True
+    off = {**VALID, "model": {"train": {"geometric_augment": False}}}
+    assert load_aoi(write(tmp_path, off)).model.train.geometric_augment is False
+    assert _sample_town_config(tmp_path).model.train.geometric_augment is False
 
 
 def test_an_aoi_trains_the_pretrained_network_unless_it_names_one(tmp_path):
     """EfficientNet-Lite0 from packaged ImageNet weights by default (measured on real
     imagery); the synthetic sample town names the fast MobileNetV3 its figures were
     measured with."""
-    from pipeline.sample import SampleInfo
-    from pipeline.sample.demo import sample_aoi_config
-
     assert load_aoi(write(tmp_path, VALID)).model.encoder == "tu-tf_efficientnet_lite0"
     named = {**VALID, "model": {"encoder": "resnet18"}}
     assert load_aoi(write(tmp_path, named)).model.encoder == "resnet18"
-    info = SampleInfo(
-        root=tmp_path,
-        steps=("2025-06-01",),
-        imagery={},
-        opendata={},
-        truth=tmp_path / "truth.json",
-        bbox=(8.54, 47.36, 8.55, 47.37),
-        crs="EPSG:32632",
-    )
-    assert sample_aoi_config(info).model.encoder == "tu-mobilenetv3_small_100"
+    assert _sample_town_config(tmp_path).model.encoder == "tu-mobilenetv3_small_100"
 
 
 @pytest.mark.parametrize(
